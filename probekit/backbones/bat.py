@@ -1,18 +1,37 @@
 """BAT (Better Audio Transformer): the gated audio ViT of Ghaffari, Rauch et al. (ICML 2026).
 
 Same skeleton as EAT with a sigmoid gate on the attention output, a flat (1, 512, D) positional table
-(row n encodes (n % 64, n // 64)) and 64-time-patch chunking of long inputs (REFERENCE.md section 6).
-Its frontend is mel -> dB (top_db 80) -> per-clip min-max ("bat").
+(row n encodes (n % 64, n // 64)) and 64-time-patch chunking of long inputs (docs/REFERENCE.md section 6).
+Its frontend is mel -> dB (top_db 80) -> per-clip min-max (recipe "bat").
+
+This module owns the family: sizes (`_VARIANTS`), cards, and the BAT checkpoint formats:
+
+| format          | what it is                                                                  |
+|-----------------|-----------------------------------------------------------------------------|
+| bat-safetensors | BAT Hugging Face `model.safetensors`: the ViT keys as they are              |
+| bat-lightning   | BAT repo `.pt`: `{'state_dict': {'student.encoder.<key>': ...}}`            |
+| bat-pretrain    | official BAT pretraining output `{'encoder', 'decoder', 'ema_encoder', ...}` |
+| bat-state-dict  | a `.pt` holding the ViT keys directly                                       |
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from probekit.backbones.backbone import ViTBackbone, build_vit_backbone
-from probekit.backbones.base import BackboneCard
-from probekit.backbones.registry import register_backbone
-from probekit.backbones.vit import ViTConfig, vit_param_count
+from probekit.backbones.backbone import ViTFamily, ViTVariant, register_vit_family
+from probekit.backbones.checkpoint_io import (
+    CheckpointFormat,
+    Detected,
+    FileInfo,
+    register_format,
+    strip_wrappers,
+    tensors_only,
+)
+from probekit.backbones.checkpoints import VIT_ARCHITECTURE, vit_split
+from probekit.backbones.vit import ViTConfig
+from probekit.errors import CheckpointError
 
 BAT_CITATION = (
     "Ghaffari, H., Rauch, L., Scholz, C., Devos, P. BAT: Better Audio Transformer Guided by Convex Gated "
@@ -28,63 +47,89 @@ BAT_TINY = ViTConfig(embed_dim=64, depth=4, num_heads=2, gated=True, pos_layout=
 BAT_TINY_FSDD = ViTConfig(embed_dim=128, depth=4, num_heads=4, gated=True, pos_layout="bat", pos_len=512)
 BAT_TINY_FSDD_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "bat-tiny-fsdd.safetensors"
 
-
-def _card(name: str, cfg: ViTConfig, notes: str, training_data=("as2m", "as20k")) -> BackboneCard:
-    return BackboneCard(
-        name=name,
-        family="bat",
-        embed_dim=cfg.embed_dim,
-        num_layers=cfg.depth,
-        num_heads=cfg.num_heads,
-        params=vit_param_count(cfg),
-        frontend="bat",
-        training_data=training_data,
-        checkpoint_formats=BAT_FORMATS,
-        citation=BAT_CITATION,
-        url="https://huggingface.co/lrauch/BAT-vit-b16-pretrainedAS2M",
-        notes=notes,
-    )
-
-
-_BAT_CARD = _card("bat", BAT_B, "ViT-B/16 with gated attention; self-supervised on AudioSet-2M")
-_BAT_TINY_FSDD_CARD = _card(
-    "bat-tiny-fsdd",
-    BAT_TINY_FSDD,
-    "D=128, 4 blocks, 4 heads; pretrained by probekit.pretrain on the FSDD train split (weights shipped: "
-    "probekit/data/bat-tiny-fsdd.safetensors, card backbones/bat-tiny-fsdd.md); random init without a checkpoint",
-    ("fsdd",),
+FAMILY = ViTFamily(
+    family="bat", frontend="bat", citation=BAT_CITATION, checkpoint_formats=BAT_FORMATS,
+    url="https://huggingface.co/lrauch/BAT-vit-b16-pretrainedAS2M",
 )
-_BAT_TINY_CARD = _card("bat-tiny", BAT_TINY, "test size (D=64, 4 blocks, 2 heads); random init unless a checkpoint", ())
+_VARIANTS = {
+    # BAT is pretrained on AudioSet-2M, which contains the AS-20k balanced subset.
+    "bat": ViTVariant(BAT_B, "ViT-B/16 with gated attention; self-supervised on AudioSet-2M", ("as2m", "as20k")),
+    "bat-tiny": ViTVariant(BAT_TINY, "test size (D=64, 4 blocks, 2 heads); random init unless a checkpoint"),
+    "bat-tiny-fsdd": ViTVariant(
+        BAT_TINY_FSDD,
+        "D=128, 4 blocks, 4 heads; pretrained by probekit.pretrain on the FSDD train split (weights shipped: "
+        "probekit/data/bat-tiny-fsdd.safetensors, card backbones/bat-tiny-fsdd.md); random init without a checkpoint",
+        ("fsdd",),
+    ),
+}
+CARDS = register_vit_family(FAMILY, _VARIANTS)
 
 
-@register_backbone(name="bat", card=_BAT_CARD)
-def bat(checkpoint=None, *, seed=0, num_heads=None, trust_checkpoint=False, use_ema=False, frontend=None,
-        device="cpu", chunk_rows=None) -> ViTBackbone:
-    """BAT ViT-B/16 from a checkpoint (HF model.safetensors, BAT_base.pt, pretraining output, probekit) or seeded init."""
-    return build_vit_backbone(
-        name="bat", card=_BAT_CARD, default_config=BAT_B, checkpoint=checkpoint, seed=seed,
-        num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, frontend=frontend,
-        device=device, chunk_rows=chunk_rows,
-    )
+# ---------------------------------------------------------------------------------------------- formats
+def _has_vit_keys(sd: Mapping) -> bool:
+    return "cls_token" in sd or "patch_embed.proj.weight" in sd
 
 
-@register_backbone(name="bat-tiny", card=_BAT_TINY_CARD)
-def bat_tiny(checkpoint=None, *, seed=0, num_heads=None, trust_checkpoint=False, use_ema=False, frontend=None,
-             device="cpu", chunk_rows=None) -> ViTBackbone:
-    """A 4-block, 64-wide BAT for tests and smoke runs (random init by seed unless a checkpoint is given)."""
-    return build_vit_backbone(
-        name="bat-tiny", card=_BAT_TINY_CARD, default_config=BAT_TINY, checkpoint=checkpoint,
-        seed=seed, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, frontend=frontend,
-        device=device, chunk_rows=chunk_rows,
-    )
+def _detect_safetensors(obj: Any, info: FileInfo) -> Detected | None:
+    sd = strip_wrappers(obj) if info.is_safetensors else {}
+    if not _has_vit_keys(sd):
+        return None
+    info.no_ema("bat-safetensors")
+    return Detected("bat-safetensors", *vit_split(sd))
 
 
-@register_backbone(name="bat-tiny-fsdd", card=_BAT_TINY_FSDD_CARD)
-def bat_tiny_fsdd(checkpoint=None, *, seed=0, num_heads=None, trust_checkpoint=False, use_ema=False,
-                  frontend=None, device="cpu", chunk_rows=None) -> ViTBackbone:
-    """The demo's BAT: pass `checkpoint=BAT_TINY_FSDD_WEIGHTS` for the shipped FSDD-pretrained weights."""
-    return build_vit_backbone(
-        name="bat-tiny-fsdd", card=_BAT_TINY_FSDD_CARD, default_config=BAT_TINY_FSDD, checkpoint=checkpoint,
-        seed=seed, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, frontend=frontend,
-        device=device, chunk_rows=chunk_rows,
-    )
+def _detect_lightning(obj: Any, info: FileInfo) -> Detected | None:
+    if info.is_safetensors or not isinstance(obj.get("state_dict"), Mapping):
+        return None
+    sd, prefix, fmt = obj["state_dict"], "student.encoder.", "bat-lightning"
+    if info.use_ema:
+        prefix = next((c for c in ("teacher.encoder.", "ema_encoder.", "ema.encoder.") if any(
+            isinstance(k, str) and k.startswith(c) for k in sd)), None)
+        if prefix is None:
+            raise CheckpointError(f"{info.path} (bat-lightning): no EMA/teacher encoder in state_dict", hint="drop --use-ema")
+        fmt = "bat-lightning-ema"
+    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not sub:
+        raise CheckpointError(f"{info.path} (bat-lightning): state_dict has no '{prefix}*' keys (first keys: {list(sd)[:5]})")
+    vit, ignored, unexpected = vit_split(tensors_only(sub, "state_dict", info.path, fmt))
+    return Detected(fmt, vit, [k for k in sd if not k.startswith(prefix)] + ignored, unexpected)
+
+
+def _detect_pretrain(obj: Any, info: FileInfo) -> Detected | None:
+    """Official BAT pretraining output: {'encoder', 'decoder', 'ema_encoder', 'optimized_steps', 'args'}."""
+    if info.is_safetensors or not isinstance(obj.get("encoder"), Mapping):
+        return None
+    which = "ema_encoder" if info.use_ema else "encoder"
+    if not isinstance(obj.get(which), Mapping):
+        raise CheckpointError(f"{info.path} (bat-pretrain): no '{which}' entry",
+                              hint="drop --use-ema" if info.use_ema else None)
+    fmt = "bat-pretrain-ema" if info.use_ema else "bat-pretrain"
+    vit, ignored, unexpected = vit_split(strip_wrappers(tensors_only(obj[which], which, info.path, fmt)))
+    args = obj.get("args") if isinstance(obj.get("args"), Mapping) else {}
+    meta = {"optimized_steps": obj.get("optimized_steps")} if "optimized_steps" in obj else {}
+    return Detected(fmt, vit, ignored + [k for k in obj if k != which], unexpected, dict(args), meta)
+
+
+def _detect_state_dict(obj: Any, info: FileInfo) -> Detected | None:
+    """A bare state dict in ViT key layout (BAT, or any AudioViT saved with torch.save)."""
+    if info.is_safetensors:
+        return None
+    sd = strip_wrappers({k: v for k, v in obj.items() if isinstance(k, str)})
+    if not _has_vit_keys(sd):
+        return None
+    info.no_ema("bat-state-dict")
+    return Detected("bat-state-dict", *vit_split(tensors_only(sd, "the file", info.path, "bat-state-dict")))
+
+
+for _fmt in (
+    CheckpointFormat("bat-safetensors", VIT_ARCHITECTURE, "BAT Hugging Face model.safetensors (ViT keys)",
+                     _detect_safetensors, priority=90),
+    CheckpointFormat("bat-lightning", VIT_ARCHITECTURE, "BAT repo .pt {'state_dict': {'student.encoder.*'}}",
+                     _detect_lightning, priority=30),
+    CheckpointFormat("bat-pretrain", VIT_ARCHITECTURE,
+                     "official BAT pretraining output {'encoder', 'decoder', 'ema_encoder', ...}", _detect_pretrain,
+                     priority=31),
+    CheckpointFormat("bat-state-dict", VIT_ARCHITECTURE, ".pt holding the ViT keys directly", _detect_state_dict,
+                     priority=90),
+):
+    register_format(_fmt)

@@ -1,22 +1,10 @@
-"""Checkpoint loading for the audio ViT family: safe by default, every official format auto-detected.
+"""Checkpoint loading for the audio ViT family (EAT, SSLAM, BAT): every official format, safe by default.
 
-Safety: safetensors files and `torch.load(weights_only=True)` never run code from the file. A pickle
-that only loads with full unpickling (fairseq checkpoints carrying meters, argparse namespaces, ...)
-is opened only with `trust_checkpoint=True` (CLI: `--trust-checkpoint`), which prints a warning;
-`probekit convert IN OUT.safetensors` turns it into a safe file once.
-
-Formats (the detected one is named in every message):
-
-| format                  | what it is                                                                    |
-|-------------------------|-------------------------------------------------------------------------------|
-| bat-safetensors         | BAT Hugging Face `model.safetensors`: the ViT keys as they are                 |
-| bat-lightning           | BAT repo `.pt`: `{'state_dict': {'student.encoder.<key>': ...}}`               |
-| bat-pretrain            | official BAT pretraining output `{'encoder', 'decoder', 'ema_encoder', ...}`   |
-| bat-state-dict          | a `.pt` holding the ViT keys directly                                          |
-| eat-fairseq             | EAT/SSLAM fairseq pretraining `.pt` (`model`: `modality_encoders.IMAGE.*`)     |
-| eat-fairseq-finetuned   | EAT/SSLAM fairseq fine-tuned `.pt` (encoder keys under `model.`)               |
-| eat-hf                  | EAT/SSLAM Hugging Face `model.safetensors` (`model.local_encoder...`)          |
-| probekit                | probekit's own safetensors (ViT keys + JSON metadata in the header)            |
+The formats themselves live with their family (`probekit.backbones.eat`, `probekit.backbones.bat`) and
+register detectors in `probekit.backbones.checkpoint_io`; this module owns what is common to the audio
+ViT: the `probekit` safetensors format (ViT keys + JSON metadata in the header, written by
+`save_probekit_checkpoint`), size inference from tensor shapes, the strict key/shape check, and
+`load_checkpoint` / `convert_checkpoint`.
 
 `use_ema=True` picks the EMA teacher where a file has one (`ema_encoder`, fairseq `_ema`).
 Sizes come from tensor shapes; the number of heads is not recoverable from shapes: it comes from the
@@ -25,14 +13,9 @@ file's own config when present, else width // 64, and `num_heads=` overrides bot
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import re
-import sys
-import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,232 +23,69 @@ from typing import Any
 
 import torch
 
+from probekit._io import atomic_write
+from probekit.backbones.checkpoint_io import (
+    FORMATS,
+    CheckpointFormat,
+    Detected,
+    FileInfo,
+    file_sha256,
+    find_num_heads,
+    load_state_dict,
+    register_format,
+    split_keys,
+    strip_wrappers,
+)
 from probekit.backbones.vit import AudioViT, ViTConfig, infer_mlp_ratio
 from probekit.errors import CheckpointError
 
 __all__ = [
     "FORMATS",
+    "VIT_ARCHITECTURE",
     "LoadedCheckpoint",
     "convert_checkpoint",
     "file_sha256",
     "load_checkpoint",
     "save_probekit_checkpoint",
+    "vit_split",
 ]
 
-FORMATS: dict[str, str] = {
-    "bat-safetensors": "BAT Hugging Face model.safetensors (ViT keys)",
-    "bat-lightning": "BAT repo .pt {'state_dict': {'student.encoder.*'}}",
-    "bat-pretrain": "official BAT pretraining output {'encoder', 'decoder', 'ema_encoder', ...}",
-    "bat-state-dict": ".pt holding the ViT keys directly",
-    "eat-fairseq": "EAT/SSLAM fairseq pretraining .pt",
-    "eat-fairseq-finetuned": "EAT/SSLAM fairseq fine-tuned .pt (keys under model.)",
-    "eat-hf": "EAT/SSLAM Hugging Face model.safetensors",
-    "probekit": "probekit safetensors (ViT keys + JSON metadata)",
-}
-
+VIT_ARCHITECTURE = "audio-vit"
 PROBEKIT_FORMAT_VERSION = 1
 _META_KEY = "probekit"
-
-# EAT/SSLAM fairseq encoder keys -> AudioViT keys (blocks.* keep their names).
-_EAT_IMAGE = "modality_encoders.IMAGE."
-_EAT_RENAME = {
-    _EAT_IMAGE + "extra_tokens": "cls_token",
-    _EAT_IMAGE + "local_encoder.proj.weight": "patch_embed.proj.weight",
-    _EAT_IMAGE + "local_encoder.proj.bias": "patch_embed.proj.bias",
-    _EAT_IMAGE + "fixed_positional_encoder.positions": "pos_embed",
-    _EAT_IMAGE + "context_encoder.norm.weight": "pre_norm.weight",
-    _EAT_IMAGE + "context_encoder.norm.bias": "pre_norm.bias",
-}
-# Pretraining/fine-tuning parts that are not the encoder: dropped on purpose (listed in `ignored`).
-_EAT_IGNORE = (
-    _EAT_IMAGE + "decoder.",
-    _EAT_IMAGE + "encoder_mask",
-    "recon_proj.",
-    "cls_proj.",
-    "center",
-    "shared_decoder.",
-    "_ema",
-    "fc_norm.",
-    "head.",
-)
-# The Hugging Face EAT remote code holds the same modules under `model.` with shorter names.
-_HF_RENAME = {
-    "model.extra_tokens": "cls_token",
-    "model.local_encoder.proj.weight": "patch_embed.proj.weight",
-    "model.local_encoder.proj.bias": "patch_embed.proj.bias",
-    "model.fixed_positional_encoder.positions": "pos_embed",
-    "model.pre_norm.weight": "pre_norm.weight",
-    "model.pre_norm.bias": "pre_norm.bias",
-}
-_HF_IGNORE = ("model.fc_norm.", "model.head.", "fc_norm.", "head.")
-_BAT_IGNORE = ("head.", "vqt", "fc_norm.")
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# The AudioViT's own non-block keys; a file in ViT layout holds these as they are.
+VIT_TOP_KEYS = ("pos_embed", "cls_token", "patch_embed.proj.weight", "patch_embed.proj.bias", "pre_norm.weight",
+                "pre_norm.bias")
+# Parts of ViT-layout files that are not the encoder (classifier head, BAT's vqt): dropped on purpose.
+VIT_IGNORE = ("head.", "vqt", "fc_norm.")
 
 
-# ---------------------------------------------------------------------------------------------- sha256
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+def vit_split(sd: Mapping[str, Any], ignore: tuple[str, ...] = VIT_IGNORE):
+    """A state dict already in AudioViT key layout -> (vit_sd, ignored, unexpected)."""
+    return split_keys(sd, {k: k for k in VIT_TOP_KEYS}, ignore, "")
 
 
-def _sha_index_path() -> Path | None:
-    try:
-        from platformdirs import user_cache_dir
-
-        root = Path(os.environ.get("PROBEKIT_CACHE_DIR") or user_cache_dir("probekit"))
-        return root / "sha256-index.json"
-    except Exception:  # noqa: BLE001 - the on-disk index is an optimisation only
+def _detect_probekit(obj: Any, info: FileInfo) -> Detected | None:
+    if not info.is_safetensors or _META_KEY not in info.safetensors_meta:
         return None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, computed once per (path, size, mtime) and remembered in memory and on disk."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key in _SHA_MEMO:
-        return _SHA_MEMO[key]
-    index_path = _sha_index_path()
-    disk_key = f"{key[0]}|{key[1]}|{key[2]}"
-    index: dict = {}
-    if index_path is not None and index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, ValueError):
-            index = {}
-        if disk_key in index:
-            _SHA_MEMO[key] = index[disk_key]
-            return index[disk_key]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    _SHA_MEMO[key] = digest
-    if index_path is not None:
-        try:
-            index[disk_key] = digest
-            index_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(index_path, json.dumps(index).encode())
-        except OSError:
-            pass  # read-only cache dir: the in-memory memo still holds it for this process
-    return digest
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def _is_safetensors(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 1 < n < (1 << 30) and head[8:9] == b"{"
-
-
-def _resolve_file(path: Path) -> tuple[Path, dict]:
-    """A file, or a Hugging Face snapshot folder (model.safetensors + config.json)."""
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found", hint="check the path")
-    hf_config: dict = {}
-    if path.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            if (path / name).is_file():
-                cfg_file = path / "config.json"
-                if cfg_file.is_file():
-                    try:
-                        hf_config = json.loads(cfg_file.read_text())
-                    except ValueError:
-                        hf_config = {}
-                return path / name, hf_config
+        meta = json.loads(info.safetensors_meta[_META_KEY])
+    except ValueError:
+        raise CheckpointError(f"{info.path} (probekit): header metadata is not valid JSON") from None
+    if info.use_ema:
         raise CheckpointError(
-            f"{path}: folder holds no model.safetensors or pytorch_model.bin",
-            hint="point at the checkpoint file itself",
+            f"{info.path} (probekit): holds a single encoder, no EMA teacher",
+            hint="drop --use-ema (probekit pretrain exports the encoder it was asked to export)",
         )
-    cfg_file = path.parent / "config.json"
-    if path.name == "model.safetensors" and cfg_file.is_file():
-        try:
-            hf_config = json.loads(cfg_file.read_text())
-        except ValueError:
-            hf_config = {}
-    return path, hf_config
+    vit, ignored, unexpected = vit_split(obj)
+    return Detected("probekit", vit, ignored, unexpected, meta.get("vit_config", {}), meta)
 
 
-def _torch_load(path: Path, trust_checkpoint: bool) -> Any:
-    # mmap: fairseq files carry optimizer state several times the encoder's size; only what is used is read
-    mmap = zipfile.is_zipfile(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in reason if "GLOBAL" in ln or "global" in ln), "")
-        if not detail:  # not a refused class: a corrupt or foreign file
-            # torch's own text ("Please file an issue ...") would send users the wrong way: name the byte
-            first = next((ln.strip() for ln in reason if "Unsupported" in ln or "invalid load key" in ln), "")
-            raise CheckpointError(
-                f"{path}: not a readable torch checkpoint (neither safetensors nor a torch zip/pickle file"
-                + (f": {first[:160]}" if first else "") + ")",
-                hint="point at the weights file itself (e.g. model.safetensors or a .pt/.ckpt); it may be damaged",
-            ) from None
-        if not trust_checkpoint:
-            raise CheckpointError(
-                f"{path}: refusing to unpickle: this file needs full unpickling, which can run code from the "
-                f"file ({detail[:200]})",
-                hint="if you trust its source pass --trust-checkpoint (Python: trust_checkpoint=True), or "
-                "convert it once with `probekit convert IN OUT.safetensors --trust-checkpoint`",
-            ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        # an empty or cut-off file raises EOFError with no message at all
-        first = (str(e).strip().splitlines() or [f"{type(e).__name__}: the file ends early"])[0]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first[:200]})") from None
-    _warn(
-        f"warning: fully unpickling {path} (--trust-checkpoint): this can run code from the file; "
-        f"convert it once with `probekit convert` to load it safely from then on"
-    )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except ModuleNotFoundError as e:
-        raise CheckpointError(
-            f"{path}: unpickling needs the Python module {e.name!r} (the training code that wrote it)",
-            hint="install it, or export the weights from an environment that has it",
-        ) from None
-    except Exception as e:  # noqa: BLE001 - anything a foreign pickle raises
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+register_format(CheckpointFormat("probekit", VIT_ARCHITECTURE, "probekit safetensors (ViT keys + JSON metadata)",
+                                 _detect_probekit, priority=10))
 
 
-def _warn(msg: str) -> None:
-    try:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
-    except Exception:  # noqa: BLE001
-        print(msg, file=sys.stderr)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    return tensors, meta
-
-
-# ---------------------------------------------------------------------------------------------- detection
+# ---------------------------------------------------------------------------------------------- model
 @dataclass
 class LoadedCheckpoint:
     """An encoder state dict in AudioViT key layout plus what was learnt about the file."""
@@ -285,216 +105,6 @@ class LoadedCheckpoint:
         check_state_dict(model, self.state_dict, source=f"{self.path} ({self.format})")
         model.load_state_dict(self.state_dict, strict=True)
         return model
-
-
-def _tensors_only(d: Mapping, where: str, path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    bad = [k for k, v in d.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path} ({fmt}): {where} holds non-tensor entries {bad[:5]}")
-    return dict(d)
-
-
-def _strip_wrappers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for pre in _WRAPPER_PREFIXES:
-        if sd and all(k.startswith(pre) for k in sd):
-            sd = {k[len(pre) :]: v for k, v in sd.items()}
-    return sd
-
-
-def _split(sd: Mapping[str, Any], rename: Mapping[str, str], ignore: tuple[str, ...], block_prefix: str):
-    """Rename to ViT keys; returns (vit_sd, ignored, unexpected)."""
-    out, ignored, unexpected = {}, [], []
-    for k, v in sd.items():
-        if k in rename:
-            out[rename[k]] = v
-        elif k.startswith(block_prefix + "blocks."):
-            out[k[len(block_prefix) :]] = v
-        elif any(k.startswith(p) for p in ignore):
-            ignored.append(k)
-        else:
-            unexpected.append(k)
-    return out, ignored, unexpected
-
-
-def _find_num_heads(obj: Any, depth: int = 0) -> int | None:
-    """`num_heads` from a plain config dict (fairseq cfg['model'], BAT args, HF config.json)."""
-    if not isinstance(obj, Mapping) or depth > 3:
-        return None
-    for key in ("num_heads", "num_attention_heads", "encoder_attention_heads"):
-        v = obj.get(key)
-        if isinstance(v, int) and v > 0:
-            return v
-    for v in obj.values():
-        found = _find_num_heads(v, depth + 1)
-        if found:
-            return found
-    return None
-
-
-def _detect(obj: Any, path: Path, use_ema: bool, safetensors_meta: dict[str, str] | None):
-    """-> (format, flat ViT state dict, ignored keys, unexpected keys, file config dict, metadata)."""
-    if safetensors_meta is not None:
-        sd: dict = obj
-        if _META_KEY in safetensors_meta:
-            try:
-                meta = json.loads(safetensors_meta[_META_KEY])
-            except ValueError:
-                raise CheckpointError(f"{path} (probekit): header metadata is not valid JSON") from None
-            if use_ema:
-                raise CheckpointError(
-                    f"{path} (probekit): holds a single encoder, no EMA teacher",
-                    hint="drop --use-ema (probekit pretrain exports the encoder it was asked to export)",
-                )
-            vit, ignored, unexpected = _split(sd, {k: k for k in _vit_top_keys()}, _BAT_IGNORE, "")
-            return "probekit", vit, ignored, unexpected, meta.get("vit_config", {}), meta
-        if "model.extra_tokens" in sd or "model.local_encoder.proj.weight" in sd:
-            _no_ema(use_ema, path, "eat-hf")
-            vit, ignored, unexpected = _split(sd, _HF_RENAME, _HF_IGNORE, "model.")
-            return "eat-hf", vit, ignored, unexpected, {}, {}
-        if _EAT_IMAGE + "extra_tokens" in sd:
-            _no_ema(use_ema, path, "eat-fairseq")
-            vit, ignored, unexpected = _split(sd, _EAT_RENAME, _EAT_IGNORE, "")
-            return "eat-fairseq", vit, ignored, unexpected, {}, {}
-        _no_ema(use_ema, path, "bat-safetensors")
-        sd = _strip_wrappers(sd)
-        vit, ignored, unexpected = _split(sd, {k: k for k in _vit_top_keys()}, _BAT_IGNORE, "")
-        return "bat-safetensors", vit, ignored, unexpected, {}, {}
-
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint dict")
-
-    # fairseq (EAT/SSLAM): {'cfg', 'model', ...}
-    if isinstance(obj.get("model"), Mapping) and not isinstance(obj.get("model"), torch.Tensor):
-        model = obj["model"]
-        cfg = obj.get("cfg") if isinstance(obj.get("cfg"), Mapping) else {}
-        model_cfg = cfg.get("model", {}) if isinstance(cfg, Mapping) else {}
-        finetuned = any(k.startswith("model." + _EAT_IMAGE) for k in model)
-        if finetuned:
-            fmt = "eat-fairseq-finetuned"
-            prefix = "model."
-            if use_ema:
-                ema = model.get("model._ema")
-                if not isinstance(ema, Mapping):
-                    raise CheckpointError(f"{path} ({fmt}): no EMA teacher (model._ema) in this file", hint="drop --use-ema")
-                src = _ema_merge(model, ema, prefix, path, fmt)
-                fmt += "-ema"
-            else:
-                src = {k: v for k, v in model.items() if not k.startswith("model._ema")}
-            rename = {prefix + k: v for k, v in _EAT_RENAME.items()}
-            ignore = tuple(prefix + p for p in _EAT_IGNORE) + ("fc_norm.", "head.")
-            vit, ignored, unexpected = _split(src, rename, ignore, prefix)
-            return fmt, vit, ignored, unexpected, model_cfg, {}
-        if any(k.startswith(_EAT_IMAGE) for k in model):
-            fmt = "eat-fairseq"
-            if use_ema:
-                ema = model.get("_ema")
-                if not isinstance(ema, Mapping):
-                    raise CheckpointError(f"{path} ({fmt}): no EMA teacher (_ema) in this file", hint="drop --use-ema")
-                src = _ema_merge(model, ema, "", path, fmt)
-                fmt = "eat-fairseq-ema"
-            else:
-                src = {k: v for k, v in model.items() if k != "_ema"}
-            vit, ignored, unexpected = _split(src, _EAT_RENAME, _EAT_IGNORE, "")
-            if "_ema" in model and not use_ema:
-                ignored.append("_ema")
-            return fmt, vit, ignored, unexpected, model_cfg, {}
-        raise CheckpointError(
-            f"{path}: has a 'model' entry but no EAT/SSLAM encoder keys ({_EAT_IMAGE}...)",
-            hint=f"accepted formats: {', '.join(FORMATS)}",
-        )
-
-    # BAT repo (Lightning-style): {'state_dict': {'student.encoder.*', ...}}
-    if isinstance(obj.get("state_dict"), Mapping):
-        sd = obj["state_dict"]
-        prefix = "student.encoder."
-        fmt = "bat-lightning"
-        if use_ema:
-            for cand in ("teacher.encoder.", "ema_encoder.", "ema.encoder."):
-                if any(k.startswith(cand) for k in sd):
-                    prefix, fmt = cand, "bat-lightning-ema"
-                    break
-            else:
-                raise CheckpointError(f"{path} (bat-lightning): no EMA/teacher encoder in state_dict", hint="drop --use-ema")
-        sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-        if not sub:
-            raise CheckpointError(
-                f"{path} (bat-lightning): state_dict has no '{prefix}*' keys "
-                f"(first keys: {list(sd)[:5]})",
-            )
-        ignored = [k for k in sd if not k.startswith(prefix)]
-        vit, ign2, unexpected = _split(_tensors_only(sub, "state_dict", path, fmt), {k: k for k in _vit_top_keys()}, _BAT_IGNORE, "")
-        return fmt, vit, ignored + ign2, unexpected, {}, {}
-
-    # official BAT pretraining output: {'encoder', 'decoder', 'ema_encoder', 'optimized_steps', 'args'}
-    if isinstance(obj.get("encoder"), Mapping):
-        which = "ema_encoder" if use_ema else "encoder"
-        if which not in obj or not isinstance(obj[which], Mapping):
-            raise CheckpointError(f"{path} (bat-pretrain): no '{which}' entry", hint="drop --use-ema" if use_ema else None)
-        fmt = "bat-pretrain-ema" if use_ema else "bat-pretrain"
-        sd = _strip_wrappers(_tensors_only(obj[which], which, path, fmt))
-        vit, ignored, unexpected = _split(sd, {k: k for k in _vit_top_keys()}, _BAT_IGNORE, "")
-        ignored += [k for k in obj if k != which]
-        args = obj.get("args") if isinstance(obj.get("args"), Mapping) else {}
-        meta = {"optimized_steps": obj.get("optimized_steps")} if "optimized_steps" in obj else {}
-        return fmt, vit, ignored, unexpected, args, meta
-
-    # a bare state dict: BAT/ViT keys or EAT keys without the fairseq wrapper
-    sd = _strip_wrappers({k: v for k, v in obj.items() if isinstance(k, str)})
-    markers = (_EAT_IMAGE + "extra_tokens", "model." + _EAT_IMAGE + "extra_tokens", "model.extra_tokens", "cls_token",
-               "patch_embed.proj.weight")
-    if any(m in sd for m in markers):
-        sd = _tensors_only(sd, "the file", path, "state dict")
-    if _EAT_IMAGE + "extra_tokens" in sd:
-        _no_ema(use_ema, path, "eat-fairseq")
-        vit, ignored, unexpected = _split(sd, _EAT_RENAME, _EAT_IGNORE, "")
-        return "eat-fairseq", vit, ignored, unexpected, {}, {}
-    if "model." + _EAT_IMAGE + "extra_tokens" in sd:  # a fine-tuned fairseq `model` dict saved on its own
-        _no_ema(use_ema, path, "eat-fairseq-finetuned")
-        rename = {"model." + k: v for k, v in _EAT_RENAME.items()}
-        ignore = tuple("model." + p for p in _EAT_IGNORE) + ("fc_norm.", "head.")
-        vit, ignored, unexpected = _split(sd, rename, ignore, "model.")
-        return "eat-fairseq-finetuned", vit, ignored, unexpected, {}, {}
-    if "model.extra_tokens" in sd:
-        _no_ema(use_ema, path, "eat-hf")
-        vit, ignored, unexpected = _split(sd, _HF_RENAME, _HF_IGNORE, "model.")
-        return "eat-hf", vit, ignored, unexpected, {}, {}
-    if "cls_token" in sd or "patch_embed.proj.weight" in sd:
-        _no_ema(use_ema, path, "bat-state-dict")
-        vit, ignored, unexpected = _split(sd, {k: k for k in _vit_top_keys()}, _BAT_IGNORE, "")
-        return "bat-state-dict", vit, ignored, unexpected, {}, {}
-    raise CheckpointError(
-        f"{path}: unrecognised checkpoint layout (top-level keys: {list(obj)[:8]})",
-        hint=f"accepted formats: {'; '.join(f'{k}: {v}' for k, v in FORMATS.items())}",
-    )
-
-
-def _no_ema(use_ema: bool, path: Path, fmt: str) -> None:
-    if use_ema:
-        raise CheckpointError(f"{path} ({fmt}): this format holds no EMA teacher", hint="drop --use-ema")
-
-
-def _ema_merge(model: Mapping, ema: Mapping, prefix: str, path: Path, fmt: str) -> dict:
-    """fairseq `_ema` = the teacher's state dict; with `ema_encoder_only` it holds only the blocks."""
-    ema = dict(ema)
-    if any(k.startswith(_EAT_IMAGE) for k in ema):
-        return {prefix + k: v for k, v in ema.items()}
-    # blocks only ('0.norm1.weight', ...): the rest of the encoder is shared with the student
-    if ema and all(re.match(r"^\d+\.", k) for k in ema):
-        merged = {k: v for k, v in model.items() if not k.startswith(prefix + "blocks.") and not k.endswith("_ema")}
-        merged.update({f"{prefix}blocks.{k}": v for k, v in ema.items()})
-        return merged
-    raise CheckpointError(f"{path} ({fmt}): the _ema entry has an unknown layout (keys {list(ema)[:5]})")
-
-
-def _vit_top_keys() -> tuple[str, ...]:
-    return (
-        "pos_embed",
-        "cls_token",
-        "patch_embed.proj.weight",
-        "patch_embed.proj.bias",
-        "pre_norm.weight",
-        "pre_norm.bias",
-    )
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -527,7 +137,7 @@ def infer_config(
     if pos.ndim not in (2, 3) or pos.shape[-1] != dim:
         raise CheckpointError(f"{source}: pos_embed has shape {tuple(pos.shape)}, expected (1, rows, {dim})")
     fc = file_config or {}
-    heads = num_heads or _find_num_heads(fc) or (default_heads or {}).get(dim) or max(1, dim // 64)
+    heads = num_heads or find_num_heads(fc) or (default_heads or {}).get(dim) or max(1, dim // 64)
     if dim % heads:
         raise CheckpointError(
             f"{source}: width {dim} is not divisible by {heads} heads", hint="pass num_heads (--num-heads) that divides it"
@@ -583,8 +193,9 @@ def load_checkpoint(
     use_ema: bool = False,
     chunk_rows: int | None = None,
     default_heads: Mapping[int, int] | None = None,
+    allow_nonfinite: bool = False,
 ) -> LoadedCheckpoint:
-    """Read any accepted checkpoint format into an AudioViT state dict (fp32) with inferred sizes.
+    """Read any accepted audio-ViT checkpoint format into an AudioViT state dict (fp32) with inferred sizes.
 
     Args:
         path: a file, or a Hugging Face snapshot folder holding model.safetensors.
@@ -594,32 +205,25 @@ def load_checkpoint(
         chunk_rows: override the time rows per sequence (default: the positional table's capacity).
         default_heads: {width: heads} used when neither `num_heads` nor the file says (a registered
             name's own size, e.g. the tiny test models' 2 heads at width 64); else width // 64.
+        allow_nonfinite: load weights holding NaN/Inf (refused by default: they fill caches with NaN).
 
     Raises:
-        CheckpointError: unreadable/unsafe file, unknown layout, missing or unexpected keys, bad shapes.
+        CheckpointError: unreadable/unsafe file, unknown layout, missing or unexpected keys, bad shapes,
+            integer or NaN/Inf weights.
     """
-    file, hf_config = _resolve_file(Path(path))
-    if _is_safetensors(file):
-        obj, meta = _read_safetensors(file)
-        fmt, sd, ignored, unexpected, file_cfg, metadata = _detect(obj, file, use_ema, meta)
-    else:
-        obj = _torch_load(file, trust_checkpoint)
-        fmt, sd, ignored, unexpected, file_cfg, metadata = _detect(obj, file, use_ema, None)
-    source = f"{file} ({fmt})"
-    if unexpected:
-        raise CheckpointError(
-            f"{source}: unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}"
-            f"{' ...' if len(unexpected) > 20 else ''}",
-            hint="this does not look like an EAT/SSLAM/BAT encoder; for other models use probekit.backbones.custom",
-        )
+    found, info = load_state_dict(path, VIT_ARCHITECTURE, trust_checkpoint=trust_checkpoint, use_ema=use_ema,
+                                  allow_nonfinite=allow_nonfinite, what="an EAT/SSLAM/BAT encoder")
+    file = info.path
+    source = f"{file} ({found.format})"
     # fp16/bf16 weights (fairseq students are stored in half precision) -> fp32, contiguous
-    sd = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    sd = {k: v.float().contiguous() for k, v in found.state_dict.items()}
     if "pos_embed" in sd and sd["pos_embed"].ndim == 2:
         sd["pos_embed"] = sd["pos_embed"].unsqueeze(0)
+    metadata = found.metadata
     family = str(metadata.get("family") or ("bat" if "blocks.0.attn.gate.weight" in sd else "eat"))
-    cfg_src = dict(hf_config)
-    if isinstance(file_cfg, Mapping):
-        cfg_src.update(file_cfg)
+    cfg_src = dict(info.hf_config)
+    if isinstance(found.file_config, Mapping):
+        cfg_src.update(found.file_config)
     config = infer_config(
         sd, family=family, num_heads=num_heads, file_config=cfg_src, source=source, default_heads=default_heads
     )
@@ -630,12 +234,12 @@ def load_checkpoint(
             raise CheckpointError(f"{source}: {e}") from None
     loaded = LoadedCheckpoint(
         path=file,
-        format=fmt,
+        format=found.format,
         family=family,
         config=config,
         state_dict=sd,
         sha256=file_sha256(file),
-        ignored=tuple(ignored),
+        ignored=tuple(found.ignored),
         metadata=dict(metadata),
     )
     check_state_dict(AudioViT(config, init=None), sd, source=source)
@@ -662,10 +266,10 @@ def save_probekit_checkpoint(
     Returns:
         The written path.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    sd = _strip_wrappers({k: v for k, v in state_dict.items()})
+    sd = strip_wrappers(state_dict)
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict holds non-tensor entries {bad[:5]}")
@@ -683,15 +287,8 @@ def save_probekit_checkpoint(
     source = f"{path} (probekit)"
     cfg = infer_config(tensors, family=meta["family"], num_heads=None, file_config=meta.get("vit_config", {}), source=source)
     check_state_dict(AudioViT(cfg, init=None), tensors, source=source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # safetensors serialises to bytes; written atomically (nothing half-written on a crash)
+    atomic_write(path, lambda f: f.write(save(tensors, metadata=header)), binary=True)
     return path
 
 
@@ -702,12 +299,14 @@ def convert_checkpoint(
     num_heads: int | None = None,
     trust_checkpoint: bool = False,
     use_ema: bool = False,
+    allow_nonfinite: bool = False,
 ) -> LoadedCheckpoint:
     """Any accepted format -> probekit safetensors (ViT keys, fp32, sizes and provenance in the header)."""
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise CheckpointError(f"{dst}: the output must end in .safetensors")
-    loaded = load_checkpoint(src, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+    loaded = load_checkpoint(src, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema,
+                             allow_nonfinite=allow_nonfinite)
     meta = dict(loaded.metadata)
     meta.update(
         {

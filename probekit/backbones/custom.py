@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from probekit.backbones.backbone import frontend_config_dict, resolve_device, resolve_frontend, run_frontend
-from probekit.backbones.base import BackboneCard, LayerTokens
-from probekit.backbones.registry import missing_members
+from probekit._device import resolve_device
+from probekit.backbones._frontend import frontend_config_dict
+from probekit.backbones.base import BackboneBase, BackboneCard, LayerTokens, missing_members
 from probekit.errors import BackboneError
 
 __all__ = ["CheckResult", "ModuleBackbone", "WaveformFrontend", "adapt_module", "check_backbone"]
@@ -81,10 +81,8 @@ def _recipe_of(frontend: Any) -> str:
     return "bat" if "BatMel" in kind else "fbank"
 
 
-class ModuleBackbone:
+class ModuleBackbone(BackboneBase):
     """A user's torch module adapted to the `Backbone` protocol (build it with `adapt_module`)."""
-
-    sample_rate = 16000
 
     def __init__(
         self,
@@ -102,7 +100,7 @@ class ModuleBackbone:
         citation: str,
         training_data: tuple[str, ...],
     ):
-        self.module = module.eval().requires_grad_(False)
+        self.model = module.eval().requires_grad_(False)
         self.name = name
         self.input = input
         self.cls_mode = cls
@@ -147,33 +145,13 @@ class ModuleBackbone:
             + (f" with {len(self.blocks)} hooked blocks" if self.blocks else ""),
         )
 
-    # ------------------------------------------------------------------ frontend
     @property
-    def frontend(self):
-        if self._frontend is None:
-            self._frontend, self._frontend_config = resolve_frontend(self._frontend_spec, "fbank")
-        return self._frontend
+    def module(self) -> nn.Module:
+        """The adapted torch module."""
+        return self.model
 
-    @property
-    def frontend_config(self):
-        _ = self.frontend
-        return self._frontend_config
-
-    @property
-    def device(self) -> torch.device:
-        for p in self.module.parameters():
-            return p.device
-        for b in self.module.buffers():
-            return b.device
-        return torch.device("cpu")
-
-    def to(self, device) -> ModuleBackbone:
-        self.module.to(resolve_device(device))
-        return self
-
-    def eval(self) -> ModuleBackbone:
-        self.module.eval()
-        return self
+    def default_frontend(self):
+        return "fbank"
 
     # ------------------------------------------------------------------ inference
     def _probe_input(self) -> torch.Tensor:
@@ -226,6 +204,15 @@ class ModuleBackbone:
             if not torch.is_tensor(t) or t.ndim != 3:
                 shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
                 raise BackboneError(f"{self.name}: layer {i} output is {shape}; expected (B, S, D) tokens")
+        if len({tuple(t.shape[1:]) for t in layers}) > 1:
+            # stacking them would fail with torch's bare "stack expects each tensor to be equal size"
+            names = self.blocks or [f"layer {i}" for i in range(len(layers))]
+            sizes = ", ".join(f"{n}: {t.shape[1]} tokens x {t.shape[2]} wide" for n, t in zip(names, layers))
+            raise BackboneError(
+                f"{self.name}: the layers differ in shape ({sizes}); every layer must give (B, S, D) tokens of "
+                f"one width D and one length S",
+                hint="hook only the blocks of one stage (blocks=[...]) or project every layer to one width",
+            )
         return layers
 
     @torch.no_grad()
@@ -257,22 +244,6 @@ class ModuleBackbone:
         if layers is not None:
             out = out.select([int(i) % out.num_layers for i in layers])
         return out
-
-    @torch.no_grad()
-    def forward_tokens(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, *, layers=None) -> LayerTokens:
-        if wave.ndim == 1:
-            wave = wave.unsqueeze(0)
-        fe = self.frontend
-        features, valid = run_frontend(fe, wave.to(self.device), lengths)
-        return self.encode(features, valid, layers=layers)
-
-    __call__ = forward_tokens
-
-    def with_frontend(self, config) -> ModuleBackbone:
-        other = object.__new__(ModuleBackbone)
-        other.__dict__.update(self.__dict__)
-        other._frontend_spec, other._frontend, other._frontend_config = config, None, None
-        return other
 
     def cache_key(self) -> dict:
         return {

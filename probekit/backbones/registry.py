@@ -1,9 +1,9 @@
-"""Backbone registry: `@register_backbone` factories, `get_backbone(name, checkpoint=...)`, `list_backbones()`.
+"""Backbone registry: `register_backbone` factories, `get_backbone(name, checkpoint=...)`, `list_backbones()`.
 
-Built-in names come from probekit.backbones.bat and probekit.backbones.eat. Third-party packages add
-theirs through the entry-point group `probekit.backbones`: each entry point names a factory (called with
-`checkpoint=` and whichever of the keyword options below it accepts) or a module that registers
-factories when imported.
+This module imports no model family (timm style): each family module registers its names when
+`probekit/backbones/__init__.py` imports it. Third-party packages add theirs through the entry-point
+group `probekit.backbones`: each entry point names a factory (called with `checkpoint=` and whichever of
+the `BACKBONE_OPTIONS` it accepts) or a module that registers factories when imported.
 
     [project.entry-points."probekit.backbones"]
     mymodel = "mypkg.probekit_plugin:make_backbone"
@@ -17,12 +17,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 
-from probekit.backbones.base import Backbone, BackboneCard
-from probekit.errors import BackboneError, suggest
+from probekit._registry import Registry
+from probekit.backbones.base import Backbone, BackboneCard, missing_members
+from probekit.errors import BackboneError
 
-__all__ = ["RegisteredBackbone", "backbone_card", "get_backbone", "list_backbones", "register_backbone"]
+__all__ = [
+    "BACKBONE_OPTIONS",
+    "RegisteredBackbone",
+    "backbone_card",
+    "check_options",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+]
 
 ENTRY_POINT_GROUP = "probekit.backbones"
+
+#: The keyword options `get_backbone` passes on, with their defaults (an unset option is not passed to a
+#: factory that cannot take it; a set one it cannot take is an error).
+BACKBONE_OPTIONS: dict[str, object] = {
+    "seed": 0,
+    "num_heads": None,
+    "trust_checkpoint": False,
+    "use_ema": False,
+    "frontend": None,
+    "device": "cpu",
+    "chunk_rows": None,
+    "allow_nonfinite": False,
+}
 
 
 @dataclass(frozen=True)
@@ -30,35 +52,57 @@ class RegisteredBackbone:
     name: str
     factory: Callable[..., Backbone]
     card: BackboneCard | None
-    source: str = "builtin"  # "builtin" or the entry point's "module:attr"
+    source: str = "builtin"  # the defining module, or the entry point's "module:attr"
 
 
-_REGISTRY: dict[str, RegisteredBackbone] = {}
-_state = {"builtins": False, "entry_points": False}
+_REGISTRY: Registry[RegisteredBackbone] = Registry(
+    "backbone", BackboneError, hint="`probekit backbones` lists them"
+)
+_state = {"entry_points": False}
 
 
 def register_backbone(fn: Callable | None = None, *, name: str | None = None, card: BackboneCard | None = None):
-    """Register a factory `fn(checkpoint=None, *, seed=0, num_heads=None, ...) -> Backbone`.
+    """Register a factory `fn(checkpoint=None, **options) -> Backbone`.
 
-    Usable bare (`@register_backbone`, name = function name with '_' -> '-') or with arguments
-    (`@register_backbone(name="bat", card=BackboneCard(...))`).
+    Usable bare (`@register_backbone`, name = function name with '_' -> '-'), with arguments
+    (`@register_backbone(name="bat", card=BackboneCard(...))`) or as a call
+    (`register_backbone(partial(build, "bat"), name="bat", card=...)`).
     """
 
     def deco(f: Callable) -> Callable:
         key = name or f.__name__.replace("_", "-")
-        if key in _REGISTRY and _REGISTRY[key].factory is not f:
-            raise BackboneError(f"backbone name {key!r} is already registered by {_REGISTRY[key].source}")
-        _REGISTRY[key] = RegisteredBackbone(key, f, card, source=getattr(f, "__module__", "builtin"))
+        if key in _REGISTRY and _REGISTRY.get(key).factory is not f:
+            raise BackboneError(f"backbone name {key!r} is already registered by {_REGISTRY.get(key).source}",
+                                hint="pick another name")
+        source = getattr(f, "__module__", None) or getattr(getattr(f, "func", None), "__module__", "builtin")
+        _REGISTRY.register(key, RegisteredBackbone(key, f, card, source=source), replace=True)
         return f
 
     return deco(fn) if fn is not None else deco
 
 
-def _ensure_builtins() -> None:
-    if not _state["builtins"]:
-        _state["builtins"] = True
-        import probekit.backbones.bat
-        import probekit.backbones.eat  # noqa: F401  (registers eat, sslam, eat-large, eat-tiny)
+def check_options(name: str, options: dict, accepted=None) -> dict:
+    """`options` with every BACKBONE_OPTIONS default filled in; unknown or badly typed ones -> BackboneError.
+
+    The one place factory options are validated (families call it with their `**options`).
+    `accepted`: the option names this family understands (default all); setting another one is an error.
+    """
+    unknown = sorted(set(options) - set(BACKBONE_OPTIONS))
+    if unknown:
+        raise BackboneError(f"backbone {name!r}: unknown option(s) {unknown}",
+                            hint=f"known: {', '.join(BACKBONE_OPTIONS)}")
+    out = {**BACKBONE_OPTIONS, **options}
+    if accepted is not None:
+        refused = [k for k in options if k not in accepted and options[k] != BACKBONE_OPTIONS[k]]
+        if refused:
+            raise BackboneError(f"backbone {name!r} does not accept option(s) {refused}")
+    for key in ("num_heads", "chunk_rows"):
+        v = out[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise BackboneError(f"backbone {name!r}: {key} must be an integer or None, got {v!r}")
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
+        raise BackboneError(f"backbone {name!r}: seed must be an integer, got {out['seed']!r}")
+    return out
 
 
 def _load_entry_points() -> None:
@@ -75,15 +119,12 @@ def _load_entry_points() -> None:
         try:
             obj = ep.load()
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the built-ins
-            _REGISTRY.setdefault(
-                ep.name,
-                RegisteredBackbone(ep.name, _broken_plugin(ep.value, e), None, source=ep.value),
-            )
+            _REGISTRY.register(ep.name, RegisteredBackbone(ep.name, _broken_plugin(ep.value, e), None, source=ep.value))
             continue
         if callable(obj) and not inspect.ismodule(obj) and ep.name not in _REGISTRY:
             card = getattr(obj, "card", None)
-            _REGISTRY[ep.name] = RegisteredBackbone(
-                ep.name, obj, card if isinstance(card, BackboneCard) else None, source=ep.value
+            _REGISTRY.register(
+                ep.name, RegisteredBackbone(ep.name, obj, card if isinstance(card, BackboneCard) else None, ep.value)
             )
 
 
@@ -94,25 +135,15 @@ def _broken_plugin(value: str, err: Exception):
     return factory
 
 
-def _all() -> dict[str, RegisteredBackbone]:
-    _ensure_builtins()
-    _load_entry_points()
-    return _REGISTRY
-
-
 def list_backbones(pattern: str | None = None) -> list[str]:
-    """Registered backbone names (optionally filtered by an fnmatch pattern such as 'eat*')."""
-    import fnmatch
-
-    names = sorted(_all())
-    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+    """Registered backbone names, sorted (optionally filtered by an fnmatch pattern such as 'eat*')."""
+    _load_entry_points()
+    return _REGISTRY.names(pattern)
 
 
 def _entry(name: str) -> RegisteredBackbone:
-    reg = _all()
-    if name not in reg:
-        raise BackboneError(f"unknown backbone {name!r}; {suggest(name, reg)}")
-    return reg[name]
+    _load_entry_points()
+    return _REGISTRY.get(name)
 
 
 def backbone_card(name: str) -> BackboneCard:
@@ -120,8 +151,7 @@ def backbone_card(name: str) -> BackboneCard:
     entry = _entry(name)
     if entry.card is not None:
         return entry.card
-    bb = entry.factory()
-    card = getattr(bb, "card", None)
+    card = getattr(entry.factory(), "card", None)
     if not isinstance(card, BackboneCard):
         raise BackboneError(f"backbone {name!r} ({entry.source}) has no BackboneCard")
     return card
@@ -138,6 +168,7 @@ def get_backbone(
     frontend=None,
     device: str = "cpu",
     chunk_rows: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> Backbone:
     """Build a registered backbone, frozen and in eval mode.
 
@@ -152,17 +183,11 @@ def get_backbone(
         device: "cpu", "cuda", "cuda:1" or "auto".
         chunk_rows: time rows per independent sequence (default: the positional table's capacity;
             BAT: 64).
+        allow_nonfinite: load a checkpoint whose weights hold NaN/Inf (refused by default).
     """
     entry = _entry(name)
-    options = {
-        "seed": seed,
-        "num_heads": num_heads,
-        "trust_checkpoint": trust_checkpoint,
-        "use_ema": use_ema,
-        "frontend": frontend,
-        "device": device,
-        "chunk_rows": chunk_rows,
-    }
+    options = {"seed": seed, "num_heads": num_heads, "trust_checkpoint": trust_checkpoint, "use_ema": use_ema,
+               "frontend": frontend, "device": device, "chunk_rows": chunk_rows, "allow_nonfinite": allow_nonfinite}
     try:
         params = inspect.signature(entry.factory).parameters
     except (TypeError, ValueError):
@@ -170,25 +195,12 @@ def get_backbone(
     takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     passed = {k: v for k, v in options.items() if takes_var_kw or k in params}
     # An option a third-party factory cannot take must not be silently dropped when the user set it.
-    defaults = {"seed": 0, "num_heads": None, "trust_checkpoint": False, "use_ema": False, "frontend": None,
-                "device": "cpu", "chunk_rows": None}
-    dropped = [k for k, v in options.items() if k not in passed and v != defaults[k]]
+    dropped = [k for k, v in options.items() if k not in passed and v != BACKBONE_OPTIONS[k]]
     if dropped:
         raise BackboneError(f"backbone {name!r} ({entry.source}) does not accept option(s) {dropped}")
     bb = entry.factory(checkpoint, **passed) if checkpoint is not None else entry.factory(**passed)
     missing = missing_members(bb)
     if missing:
-        raise BackboneError(f"backbone {name!r} ({entry.source}) returned {type(bb).__name__}, missing {missing}")
+        raise BackboneError(f"backbone {name!r} ({entry.source}) returned {type(bb).__name__}, missing {missing}",
+                            hint="derive from probekit.backbones.base.BackboneBase for defaults")
     return bb
-
-
-def missing_members(obj) -> list[str]:
-    """Protocol members `obj` lacks, looked up statically (isinstance would evaluate lazy properties)."""
-    out = []
-    for member in ("name", "sample_rate", "num_layers", "embed_dim", "num_heads", "checkpoint_sha256", "frontend",
-                   "encode", "forward_tokens", "cache_key"):
-        try:
-            inspect.getattr_static(obj, member)
-        except AttributeError:
-            out.append(member)
-    return out

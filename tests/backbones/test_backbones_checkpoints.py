@@ -315,7 +315,7 @@ def test_family_mismatch_and_ema_absent(tmp_path, eat_sd):
 def test_sha256_computed_once_and_keys_the_cache(tmp_path, bat_sd, monkeypatch):
     import hashlib
 
-    import probekit.backbones.checkpoints as ckmod
+    import probekit.backbones.checkpoint_io as ckmod
 
     path = tmp_path / "model.safetensors"
     save_file(bat_sd, str(path))

@@ -109,18 +109,27 @@ def test_misspelt_name_suggests():
 def test_entry_point_plugin_is_registered(monkeypatch):
     from probekit.backbones import registry
 
+    # an entry point naming a factory function (this module's, so the test needs no installed package)
     ep = importlib_metadata.EntryPoint(
-        name="plugin-eat", value="probekit.backbones.eat:eat_tiny", group=registry.ENTRY_POINT_GROUP
+        name="plugin-eat", value=f"{__name__}:plugin_factory", group=registry.ENTRY_POINT_GROUP
     )
     broken = importlib_metadata.EntryPoint(name="plugin-broken", value="no_such_module:f", group=registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry.importlib_metadata, "entry_points", lambda group: [ep, broken])
     monkeypatch.setitem(registry._state, "entry_points", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry._REGISTRY, "_entries", dict(registry._REGISTRY._entries))
     assert {"plugin-eat", "plugin-broken"} <= set(list_backbones())
     bb = get_backbone("plugin-eat", seed=0)
     assert bb.num_layers == 4
     with pytest.raises(BackboneError, match="no_such_module:f failed to import"):
         get_backbone("plugin-broken")
+    # an option the plugin's factory cannot take is refused, not dropped
+    with pytest.raises(BackboneError, match=r"does not accept option\(s\) \['chunk_rows'\]"):
+        get_backbone("plugin-eat", chunk_rows=4)
+
+
+def plugin_factory(checkpoint=None, *, seed=0):
+    """A third-party factory taking only some of get_backbone's options."""
+    return get_backbone("eat-tiny", checkpoint, seed=seed)
 
 
 def test_every_builtin_has_a_card_file():
