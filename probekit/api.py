@@ -69,9 +69,9 @@ def resolve_backbone(
     if checkpoint is not None:
         raise ConfigError("checkpoint= applies to registered backbone names only",
                           hint="load the weights into your module first, or pass the backbone's name")
-    # duck-typed on the class: isinstance(model, Backbone) would evaluate properties such as `frontend`
-    kind = type(model)
-    if all(callable(getattr(kind, m, None)) for m in ("encode", "forward_tokens", "cache_key")):
+    from probekit.backbones.base import is_backbone, missing_members
+
+    if is_backbone(model):  # the one conformance test (static: lazy properties such as `frontend` are not run)
         return model
     if isinstance(model, torch.nn.Module):
         from probekit.backbones.custom import adapt_module
@@ -80,8 +80,9 @@ def resolve_backbone(
         opts.setdefault("device", device)
         return adapt_module(model, name=name or type(model).__name__.lower(), **opts)
     raise BackboneError(
-        f"cannot use {type(model).__name__} as a backbone",
-        hint="pass a registered name (`probekit backbones`), a Backbone, or a torch.nn.Module",
+        f"cannot use {type(model).__name__} as a backbone (missing {', '.join(missing_members(model))})",
+        hint="pass a registered name (`probekit backbones`), a Backbone (see probekit.backbones.BackboneBase), "
+        "or a torch.nn.Module",
     )
 
 

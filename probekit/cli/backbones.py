@@ -74,11 +74,15 @@ def convert_cmd(
     ),
     use_ema: bool = typer.Option(False, "--use-ema", help="Export the EMA teacher where the file has one."),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads (default: file config or width/64)."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Load weights holding NaN/Inf (refused by default: they poison every token)."
+    ),
 ) -> None:
     """Convert any accepted checkpoint format into safetensors once (safe to load from then on)."""
     from probekit.backbones.checkpoints import convert_checkpoint
 
-    loaded = convert_checkpoint(src, dst, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+    loaded = convert_checkpoint(src, dst, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema,
+                                allow_nonfinite=allow_nonfinite)
     c = loaded.config
     console.print(
         f"[green]converted[/] {loaded.path} [dim]({loaded.format})[/] -> {dst}: {loaded.family.upper()} "
@@ -113,6 +117,9 @@ def check_backbone_cmd(
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads override."),
     seconds: float = typer.Option(1.0, "--seconds", help="Length of the test clips."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Load weights holding NaN/Inf (refused by default: they poison every token)."
+    ),
 ) -> None:
     """Conformance check of a backbone: shapes, dtypes, no NaN/Inf, determinism, batch independence."""
     from probekit.backbones.custom import check_backbone
@@ -122,7 +129,8 @@ def check_backbone_cmd(
         bb = _load_factory(name)(checkpoint) if checkpoint else _load_factory(name)()
     else:
         bb = get_backbone(
-            name, checkpoint, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, device=device
+            name, checkpoint, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, device=device,
+            allow_nonfinite=allow_nonfinite,
         )
     results = check_backbone(bb, seconds=seconds, raise_on_fail=False)
     table = Table(title=f"check-backbone {name}" + (f" ({checkpoint})" if checkpoint else " (random init)"))
@@ -146,11 +154,15 @@ def checkpoint_info_cmd(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling of the file."),
     use_ema: bool = typer.Option(False, "--use-ema", help="Inspect the EMA teacher where the file has one."),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads override."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Load weights holding NaN/Inf (refused by default: they poison every token)."
+    ),
 ) -> None:
     """Detected format, sizes, sha256 and skipped entries of a checkpoint (nothing is written)."""
     from probekit.backbones.checkpoints import FORMATS, load_checkpoint
 
-    ck = load_checkpoint(path, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+    ck = load_checkpoint(path, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema,
+                         allow_nonfinite=allow_nonfinite)
     c = ck.config
     table = Table(title=str(ck.path), show_header=False)
     table.add_column("field", style="bold")

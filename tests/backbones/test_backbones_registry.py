@@ -133,14 +133,22 @@ def plugin_factory(checkpoint=None, *, seed=0):
 
 
 def test_every_builtin_has_a_card_file():
-    for name in BUILTIN:
+    """backbones/<name>.md restates the registry card (the one source of model facts): sizes, counted
+    parameters as `probekit backbones` shows them, and every training-data name."""
+    for name in (*BUILTIN, "bat-tiny-fsdd"):
         card = REPO / "backbones" / f"{name}.md"
         assert card.is_file(), card
         text = card.read_text()
         c = backbone_card(name)
         for needle in ("Architecture", "Frontend", "Checkpoint formats", "Citation", "Training data"):
             assert needle in text, (name, needle)
-        assert str(c.embed_dim) in text and str(c.num_layers) in text
+        rows = dict(line.strip("|").split("|", 1) for line in text.splitlines() if line.startswith("| "))
+        rows = {k.strip(): v.strip() for k, v in rows.items()}
+        assert rows["embed dim / layers / heads"] == f"{c.embed_dim} / {c.num_layers} / {c.num_heads}", name
+        shown = f"{c.params / 1e6:.1f}M" if c.params >= 1e6 else f"{c.params / 1e3:.0f}k"
+        assert rows["parameters"].startswith(f"{shown} trainable"), (name, rows["parameters"], c.params)
+        for ds in c.training_data:
+            assert f"`{ds}`" in rows["training data"], (name, ds)
 
 
 def test_cli_lists_backbones(capsys, monkeypatch):
@@ -151,7 +159,7 @@ def test_cli_lists_backbones(capsys, monkeypatch):
     out = capsys.readouterr().out
     for name in BUILTIN:
         assert name in out
-    assert "85.3M" in out and "Chen et al., IJCAI 2024" in out and "Ghaffari et al., ICML 2026" in out
+    assert "85.3M" in out and "Chen et al., IJCAI 2024" in out and "92.3M" in out and "Ghaffari et al., ICML 2026" in out
 
 
 def test_cli_check_backbone(capsys):
