@@ -22,6 +22,7 @@ import torch
 from probekit._device import resolve_device
 from probekit.backbones._frontend import frontend_config_dict
 from probekit.backbones.base import BackboneBase, BackboneCard, LayerTokens
+from probekit.backbones.checkpoints import load_checkpoint
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import AudioViT, ViTConfig, count_params, vit_param_count
 from probekit.errors import BackboneError, CheckpointError
@@ -181,8 +182,6 @@ def build_vit_backbone(name: str, checkpoint=None, *, card: BackboneCard, defaul
     `options` are get_backbone's (seed, num_heads, trust_checkpoint, use_ema, frontend, device,
     chunk_rows, allow_nonfinite), validated once by `check_options`.
     """
-    from probekit.backbones.checkpoints import load_checkpoint
-
     o = check_options(name, options)
     dev = resolve_device(o["device"])
     if checkpoint is None:

@@ -1,6 +1,6 @@
 """The audio ViT family: one encoder class for EAT, SSLAM and BAT (any width/depth).
 
-EAT/SSLAM and BAT share one skeleton (REFERENCE.md 1.1 and 6.1): 16x16 conv patches with bias over a
+EAT/SSLAM and BAT share one skeleton (docs/REFERENCE.md 1.1 and 6.1): 16x16 conv patches with bias over a
 (frames, 128) spectrogram, time-major tokens (n = t * 8 + f), a fixed sin-cos table added to the patch
 tokens only, one cls token prepended after the positional add, a LayerNorm over the whole sequence
 ("pre-norm"), then POST-LN blocks and no final norm. BAT's only difference inside a block is a sigmoid
@@ -8,7 +8,7 @@ gate on the attention output (`gated=True`).
 
 Parameter names follow the BAT state dict exactly (`patch_embed.proj`, `pos_embed`, `cls_token`,
 `pre_norm`, `blocks.{i}.{norm1,attn.qkv,attn.proj,attn.gate,norm2,mlp.fc1,mlp.fc2}`), so a BAT
-checkpoint loads as-is and EAT/SSLAM keys are renamed once in `probekit.backbones.checkpoints`.
+checkpoint loads as-is and EAT/SSLAM keys are renamed once, by the formats in `probekit.backbones.eat`.
 
 Attention kernel: on CPU (and whenever `attn_impl="explicit"`) the explicit formula
 `softmax((q * hd^-0.5) @ k^T, fp32) @ v` runs, which reproduces the official modules bit for bit;
