@@ -69,7 +69,7 @@ def resolve_backbone(
     if checkpoint is not None:
         raise ConfigError("checkpoint= applies to registered backbone names only",
                           hint="load the weights into your module first, or pass the backbone's name")
-    from probekit.backbones.base import is_backbone, missing_members
+    from probekit.backbones.protocol import is_backbone, missing_members
 
     if is_backbone(model):  # the one conformance test (static: lazy properties such as `frontend` are not run)
         return model

@@ -5,7 +5,7 @@ family is one new module plus one line below. Third-party families register thro
 (see probekit.backbones.registry).
 """
 
-from probekit.backbones.base import Backbone, BackboneBase, BackboneCard, LayerTokens, is_backbone
+from probekit.backbones.protocol import Backbone, BackboneBase, BackboneCard, LayerTokens, is_backbone
 from probekit.backbones.registry import backbone_card, get_backbone, list_backbones, register_backbone
 
 # The built-in families (each registers its names and checkpoint formats on import).

@@ -32,7 +32,7 @@ from torch import nn
 
 from probekit._device import resolve_device
 from probekit.backbones._frontend import frontend_config_dict
-from probekit.backbones.base import BackboneBase, BackboneCard, LayerTokens, missing_members
+from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens, missing_members
 from probekit.errors import BackboneError
 
 __all__ = ["CheckResult", "ModuleBackbone", "WaveformFrontend", "adapt_module", "check_backbone"]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from probekit.backbones.backbone import ViTFamily, ViTVariant, register_vit_family
+from probekit.backbones.vit_backbone import ViTFamily, ViTVariant, register_vit_family
 from probekit.backbones.checkpoint_io import (
     CheckpointFormat,
     Detected,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 
 from probekit._registry import Registry
-from probekit.backbones.base import Backbone, BackboneCard, missing_members
+from probekit.backbones.protocol import Backbone, BackboneCard, missing_members
 from probekit.errors import BackboneError
 
 __all__ = [
@@ -202,5 +202,5 @@ def get_backbone(
     missing = missing_members(bb)
     if missing:
         raise BackboneError(f"backbone {name!r} ({entry.source}) returned {type(bb).__name__}, missing {missing}",
-                            hint="derive from probekit.backbones.base.BackboneBase for defaults")
+                            hint="derive from probekit.backbones.protocol.BackboneBase for defaults")
     return bb

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probekit.backbones.base import LayerTokens
+from probekit.backbones.protocol import LayerTokens
 from probekit.errors import BackboneError
 
 __all__ = ["AudioViT", "ViTConfig", "sincos_table"]

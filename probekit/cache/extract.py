@@ -568,7 +568,7 @@ def extract(
     Reuses a finished store with the same key, resumes an unfinished one, and otherwise creates it.
 
     Args:
-        backbone: anything satisfying `probekit.backbones.base.Backbone`.
+        backbone: anything satisfying `probekit.backbones.protocol.Backbone`.
         dataset: a `probekit.datasets.base.Dataset`.
         split: which split to extract.
         cache_dir: root of the stores (default `$PROBEKIT_CACHE` or the user cache dir).

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from probekit.backbones import backbone_card, get_backbone, list_backbones
-from probekit.backbones.base import Backbone, LayerTokens
+from probekit.backbones.protocol import Backbone, LayerTokens
 from probekit.backbones.custom import check_backbone
 from probekit.cli import main
 from probekit.errors import BackboneError

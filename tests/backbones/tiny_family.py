@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probekit.backbones.base import BackboneBase, BackboneCard, LayerTokens
+from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.checkpoint_io import (
     CheckpointFormat,
     Detected,

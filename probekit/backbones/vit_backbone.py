@@ -21,7 +21,7 @@ import torch
 
 from probekit._device import resolve_device
 from probekit.backbones._frontend import frontend_config_dict
-from probekit.backbones.base import BackboneBase, BackboneCard, LayerTokens
+from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.checkpoints import load_checkpoint
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import AudioViT, ViTConfig, count_params, vit_param_count
