@@ -7,10 +7,16 @@ percent (probekit's metrics are percentages). `leaderboard()` returns the numeri
 - ``std`` / ``n``: std over seeds and the seed count per cell (``± std`` is shown where n > 1),
 - ``best``: the best value per column (bold),
 - ``in_domain``: cells whose dataset the backbone saw in (pre)training (``†``),
+- ``coverage``: per row, how many of the shown columns it fills,
 - two summary columns: ``mean`` (of the row's cells) and ``rank`` (the row's mean rank over columns,
-  1 = best; each column ranks the rows that have a value).
+  1 = best). Both only for rows that fill every shown column (the MTEB rule): a mean over other columns
+  is not comparable. Other rows show their coverage (e.g. ``3/5``) instead of a mean.
 
-`render(df, fmt)` writes it as ``table`` (rich), ``markdown``, ``csv``, ``latex``, ``html`` or ``json``.
+Two records of the same run (same backbone and weights, dataset, split, probe and protocol) with different
+content are a conflict: the newer one is shown and a warning names both files (delete the wrong one).
+
+`render(df, fmt)` writes it as ``table`` (rich), ``markdown``, ``csv``, ``latex``, ``html`` or ``json``;
+tables are never cut to fit a width (`render` measures the table; `show` does so when not on a terminal).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from probekit.errors import ConfigError
-from probekit.results.records import ResultRecord, filter_records
+from probekit.results.schema import ResultRecord
+from probekit.results.store import filter_records
 
 FORMATS = ("table", "markdown", "csv", "latex", "html", "json")
 MEASURED_GROUP = "measured"
@@ -82,6 +89,44 @@ def _order(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
     return sorted(vals, key=lambda v: (rank.get(v, len(preferred)), v))
 
 
+def _dataset_columns(recs: Sequence[ResultRecord]) -> dict[int, str]:
+    """Column name of each record's dataset: the name, or `name#id6` where one name covers several datasets
+    (two projects' `manifest:m.csv`)."""
+    ids: dict[str, set] = {}
+    for r in recs:
+        ids.setdefault(r.dataset, set()).add(r.dataset_id)
+    return {id(r): r.dataset if len(ids[r.dataset]) == 1 else f"{r.dataset}#{(r.dataset_id or 'registered')[:6]}"
+            for r in recs}
+
+
+def _where(r: ResultRecord) -> str:
+    return str(r.path) if r.path is not None else f"{r.backbone.label}/{r.dataset_key}/{r.probe} (in memory)"
+
+
+def _drop_conflicts(recs: Sequence[ResultRecord]) -> list[ResultRecord]:
+    """One record per key: identical copies collapse silently; different content keeps the newest (ties:
+    the first by path) and warns naming both files."""
+    import warnings
+
+    kept: dict[tuple, ResultRecord] = {}
+    for r in recs:
+        k = (r.key, r.source)
+        old = kept.get(k)
+        if old is None:
+            kept[k] = r
+            continue
+        if old.model_dump() == r.model_dump():
+            continue
+        new, other = (r, old) if r.date > old.date else (old, r)
+        why = "newer" if new.date != other.date else "same date; first by path"
+        warnings.warn(
+            f"conflicting records for {'/'.join(r.key)}: {_where(new)} ({new.date}, {new.score:.2f}) and "
+            f"{_where(other)} ({other.date}, {other.score:.2f}); showing {_where(new)} ({why}). "
+            "Delete the one that is wrong", UserWarning, stacklevel=3)
+        kept[k] = new
+    return list(kept.values())
+
+
 def leaderboard(
     records: Iterable[ResultRecord],
     dataset: str | Sequence[str] | None = None,
@@ -91,22 +136,31 @@ def leaderboard(
     metric: str | None = None,
     source: Literal["all", "measured", "reported"] = "all",
     scale: float = 1.0,
+    published: bool = False,
 ) -> pd.DataFrame:
     """Pivot records into a leaderboard (rows: group x backbone x source; columns: dataset x probe).
 
     Args:
-        records: result records (e.g. `load_records()`, which includes the published figures).
+        records: result records (e.g. `load_records()`).
         dataset, probe, backbone: keep only these names (one or a list).
         metric: metric to tabulate (default: each record's primary metric, e.g. mAP or accuracy).
         source: "measured", "reported" or "all" rows.
         scale: multiply scores (probekit's metrics are already in percent, as the papers print them).
+        published: add the published figures probekit ships (`probekit.results.reported`).
 
     Returns:
-        A DataFrame of mean scores with `mean` and `rank` summary columns; `df.attrs` holds `std`,
-        `n`, `best`, `in_domain` frames of the same shape and `metric` labels per column. Where
-        several records fall in one cell (other protocols or splits) the most recent one is shown.
+        A DataFrame of mean scores with `mean` and `rank` summary columns (filled only for rows that cover
+        every column); `df.attrs` holds `std`, `n`, `best`, `in_domain` frames of the same shape, the
+        per-row `coverage` and `metric` labels per column. Where several records fall in one cell (other
+        protocols or splits) the most recent one is shown; records of the same key that differ warn.
     """
-    recs = filter_records(records, dataset=dataset, probe=probe, backbone=backbone, source=source)
+    records = list(records)
+    if published:
+        from probekit.results.reported import published_records
+
+        records += published_records()
+    recs = _drop_conflicts(filter_records(records, dataset=dataset, probe=probe, backbone=backbone, source=source))
+    ds_col = _dataset_columns(recs)
     cells: dict[tuple, dict] = {}
     col_metric: dict[tuple[str, str], set[str]] = {}
     for r in recs:
@@ -115,7 +169,7 @@ def leaderboard(
             continue
         group = REPORTED_GROUP if r.reported else MEASURED_GROUP
         row = (group, r.backbone.label, short_source(r.source))
-        col = (r.dataset, r.probe)
+        col = (ds_col[id(r)], r.probe)
         old = cells.get((row, col))
         if old is not None and old["date"] > r.date:
             continue
@@ -145,11 +199,15 @@ def leaderboard(
     dom = frame("in_domain", False, bool)
 
     summary_cols = pd.MultiIndex.from_tuples([(s, "") for s in SUMMARY], names=["dataset", "probe"])
+    coverage = mean.notna().sum(axis=1).astype(int)
     out = mean.copy()
     if len(cols):
-        ranks = mean.rank(axis=0, ascending=False, method="min")
-        out[("mean", "")] = mean.mean(axis=1, skipna=True)
-        out[("rank", "")] = ranks.mean(axis=1, skipna=True)
+        # MTEB's rule: a mean or rank over other columns is not comparable, so only rows that fill every
+        # shown column get one, and the ranks are taken among those rows.
+        complete = coverage == len(cols)
+        out[("mean", "")] = mean[complete].mean(axis=1).reindex(index)
+        ranks = mean[complete].rank(axis=0, ascending=False, method="min")
+        out[("rank", "")] = ranks.mean(axis=1).reindex(index)
     else:
         out = pd.DataFrame(index=index, columns=summary_cols, dtype=float)
     best = pd.DataFrame(False, index=index, columns=out.columns)
@@ -164,6 +222,7 @@ def leaderboard(
         "n": pad(n, 0),
         "in_domain": pad(dom, False),
         "best": best,
+        "coverage": coverage,
         "metric": {c: "/".join(sorted(col_metric[c])) for c in cols},
         "scale": scale,
     }
@@ -178,9 +237,11 @@ def _fmt(v: float, digits: int = 2) -> str:
 def _cell_parts(df: pd.DataFrame, row, col) -> tuple[str, bool, bool]:
     """(text, best, in_domain) of one cell: '41.04 ± 0.31' where several seeds exist."""
     v = df.at[row, col]
-    if pd.isna(v):
-        return "–", False, False
     a = df.attrs
+    if pd.isna(v):
+        if col == ("mean", "") and "coverage" in a:  # no mean over a partial row: say how much it covers
+            return f"{int(a['coverage'].at[row])}/{_n_columns(df)}", False, False
+        return "–", False, False
     if col[0] in SUMMARY:
         return _fmt(v), bool(a["best"].at[row, col]), False
     text = _fmt(v)
@@ -208,14 +269,29 @@ def _row_label(row) -> str:
     return bb if group == MEASURED_GROUP else f"{bb} ({src})"
 
 
+def _n_columns(df: pd.DataFrame) -> int:
+    return sum(1 for d, _ in df.columns if d not in SUMMARY)
+
+
+def _shown(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """attrs[key] over the filled score cells only (no summary columns)."""
+    cols = [c for c in df.columns if c[0] not in SUMMARY]
+    return df.attrs[key][cols].where(df[cols].notna())
+
+
 def legend(df: pd.DataFrame) -> str:
+    """The caption: only the markers that appear in `df`, and the rule behind mean and rank."""
     metrics = sorted(set(df.attrs.get("metric", {}).values()))
     unit = " in %" if df.attrs.get("scale", 1.0) == 1.0 else ""
-    return (
-        f"scores: {', '.join(metrics) or '-'}{unit}; best per column in bold; ± std over seeds; "
-        "† in-domain (the backbone saw this dataset in pretraining); mean over the row's cells; "
-        "rank = mean rank over columns (1 = best)"
-    )
+    parts = [f"scores: {', '.join(metrics) or '-'}{unit}", "best per column in bold"]
+    if "n" in df.attrs and (_shown(df, "n").fillna(0) > 1).to_numpy().any():
+        parts.append("± std over seeds")
+    if "in_domain" in df.attrs and (_shown(df, "in_domain").fillna(False).astype(bool)).to_numpy().any():
+        parts.append("† in-domain (the backbone saw this dataset in pretraining)")
+    if _n_columns(df):
+        parts.append(f"mean and rank only for rows that fill all {_n_columns(df)} columns, others show how many "
+                     "they fill (k/n); rank = mean rank over columns among those rows (1 = best)")
+    return "; ".join(parts)
 
 
 def _styled_rows(df, bold, dagger):
@@ -356,8 +432,29 @@ def to_long(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"n": "Int64"})
 
 
-def render(df: pd.DataFrame, fmt: str = "table", *, width: int = 200) -> str:
-    """The leaderboard as text in one of FORMATS."""
+def natural_width(renderable) -> int:
+    """The width a rich renderable needs to print without cutting or folding anything."""
+    from rich.console import Console
+
+    return max(20, Console(file=io.StringIO(), width=100_000).measure(renderable).maximum)
+
+
+def show(df: pd.DataFrame, console, *, title: str | None = "Leaderboard") -> None:
+    """Print `df` as a rich table on `console`: fitted to a terminal, at full width anywhere else (a pipe,
+    a log file), so no value is ever cut to "d…"."""
+    table = to_rich(df, title=title)
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    buf = Console(file=io.StringIO(), width=natural_width(table), record=True, color_system=None)
+    buf.print(table)
+    console.print(buf.export_text(), markup=False, highlight=False, soft_wrap=True, end="")
+
+
+def render(df: pd.DataFrame, fmt: str = "table", *, width: int | None = None) -> str:
+    """The leaderboard as text in one of FORMATS (`table`: `width` columns, default the full width)."""
     if fmt not in FORMATS:
         from probekit.errors import suggest
 
@@ -365,8 +462,9 @@ def render(df: pd.DataFrame, fmt: str = "table", *, width: int = 200) -> str:
     if fmt == "table":
         from rich.console import Console
 
-        console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
-        console.print(to_rich(df))
+        table = to_rich(df)
+        console = Console(file=io.StringIO(), width=width or natural_width(table), record=True, color_system=None)
+        console.print(table)
         return console.export_text()
     if fmt == "markdown":
         return _markdown(df)
