@@ -104,27 +104,25 @@ def _where(r: ResultRecord) -> str:
 
 
 def _drop_conflicts(recs: Sequence[ResultRecord]) -> list[ResultRecord]:
-    """One record per key: identical copies collapse silently; different content keeps the newest (ties:
-    the first by path) and warns naming both files."""
+    """One record per key: identical copies collapse silently; different contents keep the newest (ties:
+    the first by path) and one warning per key names every differing file."""
     import warnings
 
-    kept: dict[tuple, ResultRecord] = {}
+    groups: dict[tuple, list[ResultRecord]] = {}
     for r in recs:
-        k = (r.key, r.source)
-        old = kept.get(k)
-        if old is None:
-            kept[k] = r
-            continue
-        if old.model_dump() == r.model_dump():
-            continue
-        new, other = (r, old) if r.date > old.date else (old, r)
-        why = "newer" if new.date != other.date else "same date; first by path"
-        warnings.warn(
-            f"conflicting records for {'/'.join(r.key)}: {_where(new)} ({new.date}, {new.score:.2f}) and "
-            f"{_where(other)} ({other.date}, {other.score:.2f}); showing {_where(new)} ({why}). "
-            "Delete the one that is wrong", UserWarning, stacklevel=3)
-        kept[k] = new
-    return list(kept.values())
+        group = groups.setdefault((r.key, r.source), [])
+        if not any(o == r for o in group):
+            group.append(r)
+    out = []
+    for (key, _), group in groups.items():
+        new = max(group, key=lambda r: r.date)  # max keeps the first of equal dates
+        out.append(new)
+        if len(group) > 1:
+            why = "the newest" if sum(r.date == new.date for r in group) == 1 else "same date; the first by path"
+            others = " and ".join(f"{_where(r)} ({r.date}, {r.score:.2f})" for r in group)
+            warnings.warn(f"conflicting records for {'/'.join(key)}: {others}; showing {_where(new)} ({why}). "
+                          "Delete the one that is wrong", UserWarning, stacklevel=3)
+    return out
 
 
 def leaderboard(
