@@ -1,4 +1,6 @@
-"""The result-record schema (version 1): pydantic models, and a record to and from JSON text.
+"""The result-record schema (version 2): pydantic models, and a record to and from JSON text.
+
+Version 2 added `dataset_id` and `clips` (both optional); version-1 files are read as they are.
 
 A record holds everything needed to rebuild a leaderboard cell and to judge it later: per-seed metrics
 and their aggregate (mean, std, 95% confidence interval), per-class scores, the probe's and the
@@ -27,7 +29,7 @@ __all__ = [
     "SeedRun", "Stat", "Timings", "TuningSummary", "validate",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dataset_id and clips (probekit 0.1.0 wrote 1; it refuses 2 with "upgrade probekit")
 MEASURED = "measured"
 
 
@@ -172,7 +174,7 @@ class TuningSummary(BaseModel):
 
 
 class ResultRecord(BaseModel):
-    """One probing result (schema version 1). Build with `make_record`; store with `write_record`."""
+    """One probing result (schema version 2). Build with `make_record`; store with `write_record`."""
 
     model_config = ConfigDict(extra="forbid")
 
