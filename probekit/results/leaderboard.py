@@ -221,6 +221,7 @@ def leaderboard(
         "in_domain": pad(dom, False),
         "best": best,
         "coverage": coverage,
+        "n_columns": len(cols),  # what `coverage` counts against, also when a renderer shows a slice
         "metric": {c: "/".join(sorted(col_metric[c])) for c in cols},
         "scale": scale,
     }
@@ -268,7 +269,14 @@ def _row_label(row) -> str:
 
 
 def _n_columns(df: pd.DataFrame) -> int:
-    return sum(1 for d, _ in df.columns if d not in SUMMARY)
+    return int(df.attrs.get("n_columns", sum(1 for d, _ in df.columns if d not in SUMMARY)))
+
+
+def _columns(df: pd.DataFrame, cols: list) -> pd.DataFrame:
+    """`df` restricted to `cols`, keeping the board's attrs (best, coverage, ... of the whole board)."""
+    sub = df[cols]
+    sub.attrs = df.attrs
+    return sub
 
 
 def _shown(df: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -308,14 +316,15 @@ def _styled_rows(df, bold, dagger):
     return rows
 
 
-def to_rich(df: pd.DataFrame, *, title: str | None = "Leaderboard"):
+def to_rich(df: pd.DataFrame, *, title: str | None = "Leaderboard", caption: bool = True):
     """A rich Table: measured rows, a rule, then published rows; best per column in bold green."""
     from rich.table import Table
 
     datasets = {d for d, _ in df.columns if d not in SUMMARY}
     if title and len(datasets) == 1:
         title = f"{title}: {DATASET_NAMES.get(next(iter(datasets)), next(iter(datasets)))}"
-    table = Table(title=title, caption=legend(df), caption_justify="left", show_lines=False, header_style="bold")
+    table = Table(title=title, caption=legend(df) if caption else None, caption_justify="left", show_lines=False,
+                  header_style="bold")
     # One dataset (few columns): scores never shrink to an ellipsis, long backbone labels fold instead.
     # Many columns: labels stay whole and a narrow terminal shortens the cells.
     single = len(datasets) == 1
@@ -438,17 +447,30 @@ def natural_width(renderable) -> int:
 
 
 def show(df: pd.DataFrame, console, *, title: str | None = "Leaderboard") -> None:
-    """Print `df` as a rich table on `console`: fitted to a terminal, at full width anywhere else (a pipe,
-    a log file), so no value is ever cut to "d…"."""
+    """Print `df` as rich tables on `console`, never cutting a value to "d…": anywhere but a terminal (a pipe,
+    a log file) at full width; on a terminal too narrow for it, as several tables of whole columns (the
+    backbone column repeated; the legend after the last), like pandas' wide frames."""
     table = to_rich(df, title=title)
-    if console.is_terminal:
+    if not console.is_terminal:
+        from rich.console import Console
+
+        buf = Console(file=io.StringIO(), width=natural_width(table), record=True, color_system=None)
+        buf.print(table)
+        console.print(buf.export_text(), markup=False, highlight=False, soft_wrap=True, end="")
+        return
+    if natural_width(table) <= console.width or len(df.columns) < 2:
         console.print(table)
         return
-    from rich.console import Console
-
-    buf = Console(file=io.StringIO(), width=natural_width(table), record=True, color_system=None)
-    buf.print(table)
-    console.print(buf.export_text(), markup=False, highlight=False, soft_wrap=True, end="")
+    parts: list[list] = [[]]
+    for col in df.columns:
+        trial = parts[-1] + [col]
+        if parts[-1] and natural_width(to_rich(_columns(df, trial), title=title, caption=False)) > console.width:
+            parts.append([col])
+        else:
+            parts[-1] = trial
+    for i, cols in enumerate(parts, 1):
+        part_title = f"{title} ({i}/{len(parts)})" if title else None
+        console.print(to_rich(_columns(df, cols), title=part_title, caption=i == len(parts)))
 
 
 def render(df: pd.DataFrame, fmt: str = "table", *, width: int | None = None) -> str:

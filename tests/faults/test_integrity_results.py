@@ -207,3 +207,22 @@ def test_piped_leaderboard_is_never_cut(tmp_path):
     assert "…" not in proc.stdout
     assert "a-backbone-with-a-rather-long-name (random init, seed 0)" in proc.stdout
     assert "58.27" in proc.stdout and "FSDD LP" in proc.stdout
+
+
+def test_narrow_terminal_gets_whole_columns_in_several_tables():
+    # newcomer #4: at 80 columns the default board printed 29 one-character columns and cut values
+    import io
+
+    from rich.console import Console
+
+    from probekit.results.leaderboard import leaderboard, show
+
+    buf = io.StringIO()
+    show(leaderboard([_rec("a-backbone-with-a-rather-long-name")], published=True),
+         Console(file=buf, force_terminal=True, width=80, color_system=None))
+    text = buf.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for value in ("58.27", "48.55", "8.36", "50.00", "a-backbone-with-a-rather-long-name"):
+        assert value in text
+    flat = " ".join(text.split())
+    assert "(1/" in text and flat.count("mean and rank only for rows") == 1  # parts numbered, one legend
