@@ -95,7 +95,8 @@ def _dataset_columns(recs: Sequence[ResultRecord]) -> dict[int, str]:
     ids: dict[str, set] = {}
     for r in recs:
         ids.setdefault(r.dataset, set()).add(r.dataset_id)
-    return {id(r): r.dataset if len(ids[r.dataset]) == 1 else f"{r.dataset}#{(r.dataset_id or 'registered')[:6]}"
+    # a record without an id (registered dataset, or written by probekit 0.1.0) keeps the plain name
+    return {id(r): r.dataset if len(ids[r.dataset]) == 1 or not r.dataset_id else f"{r.dataset}#{r.dataset_id[:6]}"
             for r in recs}
 
 
