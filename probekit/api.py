@@ -33,6 +33,7 @@ from probekit.results.records import (
     Timings,
     TuningSummary,
     capture_environment,
+    dataset_identity,
     make_record,
     write_record,
 )
@@ -209,7 +210,7 @@ class Results:
     def leaderboard(self, *, published: bool = False, **filters):
         """The leaderboard pivot of these records (plus the published figures with `published=True`)."""
         from probekit.results.leaderboard import leaderboard
-        from probekit.results.published import published_records
+        from probekit.results.reported import published_records
 
         recs = list(self.records) + (published_records() if published else [])
         return leaderboard(recs, **filters)
@@ -458,6 +459,7 @@ def evaluate(
             record = make_record(
                 backbone=_backbone_ref(bb),
                 dataset=spec.name,
+                dataset_id=dataset_identity(ds),
                 split=record_split,
                 probe=probe_name,
                 protocol=proto.name,
@@ -578,7 +580,7 @@ def record_from_tune(
         total_steps=result.total_steps, metric=result.metric,
     )
     return make_record(
-        backbone=_backbone_ref(bb), dataset=ds.spec.name, split=split, probe=result.probe,
+        backbone=_backbone_ref(bb), dataset=ds.spec.name, dataset_id=dataset_identity(ds), split=split, probe=result.probe,
         protocol=result.protocol, metric=result.metric, seeds=runs, class_names=list(ds.spec.classes),
         hyperparameters={"probe_and_train": dict(result.best_params)}, tuning=tuning, cache_key=cache_key,
         timings=Timings(extract_s=extract_s), environment=capture_environment(),

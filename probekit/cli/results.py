@@ -20,24 +20,52 @@ def _names(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
-_DATASET = typer.Option(None, "--dataset", "-d", help="Only these datasets (repeat or comma-separate).")
-_PROBE = typer.Option(None, "--probe", "-p", help="Only these probes (repeat or comma-separate).")
-_BACKBONE = typer.Option(None, "--backbone", "-b", help="Only these backbones (repeat or comma-separate).")
+_DATASET = typer.Option(None, "--dataset", "--datasets", "-d", help="Only these datasets (repeat or comma-separate).")
+_PROBE = typer.Option(None, "--probe", "--probes", "-p", help="Only these probes (repeat or comma-separate).")
+_BACKBONE = typer.Option(None, "--backbone", "--backbones", "-b", help="Only these backbones (repeat or comma-separate).")
 _RESULTS = typer.Option(None, "--results-dir", help="Result records directory (default: $PROBEKIT_RESULTS or ./results).")
 _SOURCE = typer.Option("all", "--source", help="Rows to show: all, measured or reported.")
 _METRIC = typer.Option(None, "--metric", help="Metric to show (default: each dataset's primary metric).")
 
 
-def _board(results_dir, dataset, probe, backbone, source, metric, published: bool = True):
+def _warnings_to_stderr(caught) -> None:
+    """Warnings (skipped files, conflicting records) as one 'warning:' line each, not Python's file:line form."""
+    from probekit.cli import err_console
+
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+
+def _board(results_dir, dataset, probe, backbone, source, metric):
+    import warnings
+
     from probekit.errors import ConfigError
     from probekit.results.leaderboard import leaderboard
-    from probekit.results.records import load_records
+    from probekit.results.store import load_records
 
     if source not in ("all", "measured", "reported"):
         raise ConfigError(f"--source {source!r} is not one of all, measured, reported")
-    records = load_records(results_dir, include_published=published and source != "measured")
-    return leaderboard(records, dataset=_names(dataset), probe=_names(probe), backbone=_names(backbone),
-                       source=source, metric=metric)
+    records = load_records(results_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        board = leaderboard(records, dataset=_names(dataset), probe=_names(probe), backbone=_names(backbone),
+                            source=source, metric=metric, published=source != "measured")
+    _warnings_to_stderr(caught)
+    return board
+
+
+def _write_text(output: Path, text: str) -> None:
+    """Write -o/--output atomically; a folder or an unwritable path is one line naming it."""
+    from probekit._io import atomic_write_text
+    from probekit.errors import ConfigError
+
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder", hint=f"give a file name, e.g. {output / 'leaderboard.md'}")
+    try:
+        atomic_write_text(output, text)
+    except OSError as e:
+        raise ConfigError(f"--output {output}: cannot write: {e.strerror or e}",
+                          hint="pick a writable file name") from None
 
 
 @app.command("leaderboard")
@@ -52,8 +80,10 @@ def leaderboard_cmd(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
 ) -> None:
     """Pivot table of every result record (rows: backbones; columns: dataset x probe), with the
-    published figures of the BAT and unmute papers as "reported" rows."""
-    from probekit.results.leaderboard import render, to_rich
+    published figures of the BAT and unmute papers as "reported" rows. Mean and rank are given only
+    for rows that fill every shown column (others show how many they fill): narrow the columns with
+    --dataset/--probe to compare more rows. Piped or written to a file, the table is never cut."""
+    from probekit.results.leaderboard import render, show
 
     df = _board(results_dir, dataset, probe, backbone, source, metric)
     if df.empty:
@@ -62,11 +92,10 @@ def leaderboard_cmd(
         raise ConfigError("no result records match these filters",
                           hint="try fewer --dataset/--probe/--backbone filters; `probekit probe ...` writes records")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render(df, fmt), encoding="utf-8")
-        console.print(f"wrote {output}")
+        _write_text(output, render(df, fmt))
+        console.print(f"wrote {output}", highlight=False, soft_wrap=True)
     elif fmt == "table":
-        console.print(to_rich(df))
+        show(df, console)
     else:
         console.print(render(df, fmt), markup=False, highlight=False, soft_wrap=True, end="")
 
@@ -85,7 +114,7 @@ def plot_heatmap_cmd(
     from probekit.results.plots import plot_heatmap
 
     df = _board(results_dir, dataset, probe, backbone, source, metric)
-    console.print(f"wrote {plot_heatmap(df, output)}")
+    console.print(f"wrote {plot_heatmap(df, output)}", highlight=False, soft_wrap=True)
 
 
 @plot_app.command("gates")
@@ -98,10 +127,11 @@ def plot_gates_cmd(
     """CGP's learned gate weight per layer under the per-layer linear-probe curve (the BAT paper's
     Figure 4), one column per backbone. Needs `probekit probe cgp` and `probekit probe layers` records."""
     from probekit.results.plots import plot_gates
-    from probekit.results.records import load_records
+    from probekit.results.store import load_records
 
-    records = load_records(results_dir, include_published=False)
-    console.print(f"wrote {plot_gates(records, output, dataset=dataset, backbones=_names(backbone))}")
+    records = load_records(results_dir)
+    console.print(f"wrote {plot_gates(records, output, dataset=dataset, backbones=_names(backbone))}",
+                  highlight=False, soft_wrap=True)
 
 
 # ---- probekit probe ---------------------------------------------------------------------------------------

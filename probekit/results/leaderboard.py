@@ -7,10 +7,16 @@ percent (probekit's metrics are percentages). `leaderboard()` returns the numeri
 - ``std`` / ``n``: std over seeds and the seed count per cell (``± std`` is shown where n > 1),
 - ``best``: the best value per column (bold),
 - ``in_domain``: cells whose dataset the backbone saw in (pre)training (``†``),
+- ``coverage``: per row, how many of the shown columns it fills,
 - two summary columns: ``mean`` (of the row's cells) and ``rank`` (the row's mean rank over columns,
-  1 = best; each column ranks the rows that have a value).
+  1 = best). Both only for rows that fill every shown column (the MTEB rule): a mean over other columns
+  is not comparable. Other rows show their coverage (e.g. ``3/5``) instead of a mean.
 
-`render(df, fmt)` writes it as ``table`` (rich), ``markdown``, ``csv``, ``latex``, ``html`` or ``json``.
+Two records of the same run (same backbone and weights, dataset, split, probe and protocol) with different
+content are a conflict: the newer one is shown and a warning names both files (delete the wrong one).
+
+`render(df, fmt)` writes it as ``table`` (rich), ``markdown``, ``csv``, ``latex``, ``html`` or ``json``;
+tables are never cut to fit a width (`render` measures the table; `show` does so when not on a terminal).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from probekit.errors import ConfigError
-from probekit.results.records import ResultRecord, filter_records
+from probekit.results.schema import ResultRecord
+from probekit.results.store import filter_records
 
 FORMATS = ("table", "markdown", "csv", "latex", "html", "json")
 MEASURED_GROUP = "measured"
@@ -82,6 +89,43 @@ def _order(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
     return sorted(vals, key=lambda v: (rank.get(v, len(preferred)), v))
 
 
+def _dataset_columns(recs: Sequence[ResultRecord]) -> dict[int, str]:
+    """Column name of each record's dataset: the name, or `name#id6` where one name covers several datasets
+    (two projects' `manifest:m.csv`)."""
+    ids: dict[str, set] = {}
+    for r in recs:
+        ids.setdefault(r.dataset, set()).add(r.dataset_id)
+    # a record without an id (registered dataset, or written by probekit 0.1.0) keeps the plain name
+    return {id(r): r.dataset if len(ids[r.dataset]) == 1 or not r.dataset_id else f"{r.dataset}#{r.dataset_id[:6]}"
+            for r in recs}
+
+
+def _where(r: ResultRecord) -> str:
+    return str(r.path) if r.path is not None else f"{r.backbone.label}/{r.dataset_key}/{r.probe} (in memory)"
+
+
+def _drop_conflicts(recs: Sequence[ResultRecord]) -> list[ResultRecord]:
+    """One record per key: identical copies collapse silently; different contents keep the newest (ties:
+    the first by path) and one warning per key names every differing file."""
+    import warnings
+
+    groups: dict[tuple, list[ResultRecord]] = {}
+    for r in recs:
+        group = groups.setdefault((r.key, r.source), [])
+        if not any(o == r for o in group):
+            group.append(r)
+    out = []
+    for (key, _), group in groups.items():
+        new = max(group, key=lambda r: r.date)  # max keeps the first of equal dates
+        out.append(new)
+        if len(group) > 1:
+            why = "the newest" if sum(r.date == new.date for r in group) == 1 else "same date; the first by path"
+            others = " and ".join(f"{_where(r)} ({r.date}, {r.score:.2f})" for r in group)
+            warnings.warn(f"conflicting records for {'/'.join(key)}: {others}; showing {_where(new)} ({why}). "
+                          "Delete the one that is wrong", UserWarning, stacklevel=3)
+    return out
+
+
 def leaderboard(
     records: Iterable[ResultRecord],
     dataset: str | Sequence[str] | None = None,
@@ -91,22 +135,31 @@ def leaderboard(
     metric: str | None = None,
     source: Literal["all", "measured", "reported"] = "all",
     scale: float = 1.0,
+    published: bool = False,
 ) -> pd.DataFrame:
     """Pivot records into a leaderboard (rows: group x backbone x source; columns: dataset x probe).
 
     Args:
-        records: result records (e.g. `load_records()`, which includes the published figures).
+        records: result records (e.g. `load_records()`).
         dataset, probe, backbone: keep only these names (one or a list).
         metric: metric to tabulate (default: each record's primary metric, e.g. mAP or accuracy).
         source: "measured", "reported" or "all" rows.
         scale: multiply scores (probekit's metrics are already in percent, as the papers print them).
+        published: add the published figures probekit ships (`probekit.results.reported`).
 
     Returns:
-        A DataFrame of mean scores with `mean` and `rank` summary columns; `df.attrs` holds `std`,
-        `n`, `best`, `in_domain` frames of the same shape and `metric` labels per column. Where
-        several records fall in one cell (other protocols or splits) the most recent one is shown.
+        A DataFrame of mean scores with `mean` and `rank` summary columns (filled only for rows that cover
+        every column); `df.attrs` holds `std`, `n`, `best`, `in_domain` frames of the same shape, the
+        per-row `coverage` and `metric` labels per column. Where several records fall in one cell (other
+        protocols or splits) the most recent one is shown; records of the same key that differ warn.
     """
-    recs = filter_records(records, dataset=dataset, probe=probe, backbone=backbone, source=source)
+    records = list(records)
+    if published:
+        from probekit.results.reported import published_records
+
+        records += published_records()
+    recs = _drop_conflicts(filter_records(records, dataset=dataset, probe=probe, backbone=backbone, source=source))
+    ds_col = _dataset_columns(recs)
     cells: dict[tuple, dict] = {}
     col_metric: dict[tuple[str, str], set[str]] = {}
     for r in recs:
@@ -115,7 +168,7 @@ def leaderboard(
             continue
         group = REPORTED_GROUP if r.reported else MEASURED_GROUP
         row = (group, r.backbone.label, short_source(r.source))
-        col = (r.dataset, r.probe)
+        col = (ds_col[id(r)], r.probe)
         old = cells.get((row, col))
         if old is not None and old["date"] > r.date:
             continue
@@ -145,11 +198,15 @@ def leaderboard(
     dom = frame("in_domain", False, bool)
 
     summary_cols = pd.MultiIndex.from_tuples([(s, "") for s in SUMMARY], names=["dataset", "probe"])
+    coverage = mean.notna().sum(axis=1).astype(int)
     out = mean.copy()
     if len(cols):
-        ranks = mean.rank(axis=0, ascending=False, method="min")
-        out[("mean", "")] = mean.mean(axis=1, skipna=True)
-        out[("rank", "")] = ranks.mean(axis=1, skipna=True)
+        # MTEB's rule: a mean or rank over other columns is not comparable, so only rows that fill every
+        # shown column get one, and the ranks are taken among those rows.
+        complete = coverage == len(cols)
+        out[("mean", "")] = mean[complete].mean(axis=1).reindex(index)
+        ranks = mean[complete].rank(axis=0, ascending=False, method="min")
+        out[("rank", "")] = ranks.mean(axis=1).reindex(index)
     else:
         out = pd.DataFrame(index=index, columns=summary_cols, dtype=float)
     best = pd.DataFrame(False, index=index, columns=out.columns)
@@ -164,6 +221,8 @@ def leaderboard(
         "n": pad(n, 0),
         "in_domain": pad(dom, False),
         "best": best,
+        "coverage": coverage,
+        "n_columns": len(cols),  # what `coverage` counts against, also when a renderer shows a slice
         "metric": {c: "/".join(sorted(col_metric[c])) for c in cols},
         "scale": scale,
     }
@@ -178,9 +237,11 @@ def _fmt(v: float, digits: int = 2) -> str:
 def _cell_parts(df: pd.DataFrame, row, col) -> tuple[str, bool, bool]:
     """(text, best, in_domain) of one cell: '41.04 ± 0.31' where several seeds exist."""
     v = df.at[row, col]
-    if pd.isna(v):
-        return "–", False, False
     a = df.attrs
+    if pd.isna(v):
+        if col == ("mean", "") and "coverage" in a:  # no mean over a partial row: say how much it covers
+            return f"{int(a['coverage'].at[row])}/{_n_columns(df)}", False, False
+        return "–", False, False
     if col[0] in SUMMARY:
         return _fmt(v), bool(a["best"].at[row, col]), False
     text = _fmt(v)
@@ -208,14 +269,36 @@ def _row_label(row) -> str:
     return bb if group == MEASURED_GROUP else f"{bb} ({src})"
 
 
+def _n_columns(df: pd.DataFrame) -> int:
+    return int(df.attrs.get("n_columns", sum(1 for d, _ in df.columns if d not in SUMMARY)))
+
+
+def _columns(df: pd.DataFrame, cols: list) -> pd.DataFrame:
+    """`df` restricted to `cols`, keeping the board's attrs (best, coverage, ... of the whole board)."""
+    sub = df[cols]
+    sub.attrs = df.attrs
+    return sub
+
+
+def _shown(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """attrs[key] over the filled score cells only (no summary columns)."""
+    cols = [c for c in df.columns if c[0] not in SUMMARY]
+    return df.attrs[key][cols].where(df[cols].notna())
+
+
 def legend(df: pd.DataFrame) -> str:
+    """The caption: only the markers that appear in `df`, and the rule behind mean and rank."""
     metrics = sorted(set(df.attrs.get("metric", {}).values()))
     unit = " in %" if df.attrs.get("scale", 1.0) == 1.0 else ""
-    return (
-        f"scores: {', '.join(metrics) or '-'}{unit}; best per column in bold; ± std over seeds; "
-        "† in-domain (the backbone saw this dataset in pretraining); mean over the row's cells; "
-        "rank = mean rank over columns (1 = best)"
-    )
+    parts = [f"scores: {', '.join(metrics) or '-'}{unit}", "best per column in bold"]
+    if "n" in df.attrs and (_shown(df, "n").fillna(0) > 1).to_numpy().any():
+        parts.append("± std over seeds")
+    if "in_domain" in df.attrs and (_shown(df, "in_domain").fillna(False).astype(bool)).to_numpy().any():
+        parts.append("† in-domain (the backbone saw this dataset in pretraining)")
+    if _n_columns(df):
+        parts.append(f"mean and rank only for rows that fill all {_n_columns(df)} columns, others show how many "
+                     "they fill (k/n); rank = mean rank over columns among those rows (1 = best)")
+    return "; ".join(parts)
 
 
 def _styled_rows(df, bold, dagger):
@@ -234,14 +317,15 @@ def _styled_rows(df, bold, dagger):
     return rows
 
 
-def to_rich(df: pd.DataFrame, *, title: str | None = "Leaderboard"):
+def to_rich(df: pd.DataFrame, *, title: str | None = "Leaderboard", caption: bool = True):
     """A rich Table: measured rows, a rule, then published rows; best per column in bold green."""
     from rich.table import Table
 
     datasets = {d for d, _ in df.columns if d not in SUMMARY}
     if title and len(datasets) == 1:
         title = f"{title}: {DATASET_NAMES.get(next(iter(datasets)), next(iter(datasets)))}"
-    table = Table(title=title, caption=legend(df), caption_justify="left", show_lines=False, header_style="bold")
+    table = Table(title=title, caption=legend(df) if caption else None, caption_justify="left", show_lines=False,
+                  header_style="bold")
     # One dataset (few columns): scores never shrink to an ellipsis, long backbone labels fold instead.
     # Many columns: labels stay whole and a narrow terminal shortens the cells.
     single = len(datasets) == 1
@@ -356,8 +440,42 @@ def to_long(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"n": "Int64"})
 
 
-def render(df: pd.DataFrame, fmt: str = "table", *, width: int = 200) -> str:
-    """The leaderboard as text in one of FORMATS."""
+def natural_width(renderable) -> int:
+    """The width a rich renderable needs to print without cutting or folding anything."""
+    from rich.console import Console
+
+    return max(20, Console(file=io.StringIO(), width=100_000).measure(renderable).maximum)
+
+
+def show(df: pd.DataFrame, console, *, title: str | None = "Leaderboard") -> None:
+    """Print `df` as rich tables on `console`, never cutting a value to "d…": anywhere but a terminal (a pipe,
+    a log file) at full width; on a terminal too narrow for it, as several tables of whole columns (the
+    backbone column repeated; the legend after the last), like pandas' wide frames."""
+    table = to_rich(df, title=title)
+    if not console.is_terminal:
+        from rich.console import Console
+
+        buf = Console(file=io.StringIO(), width=natural_width(table), record=True, color_system=None)
+        buf.print(table)
+        console.print(buf.export_text(), markup=False, highlight=False, soft_wrap=True, end="")
+        return
+    if natural_width(table) <= console.width or len(df.columns) < 2:
+        console.print(table)
+        return
+    parts: list[list] = [[]]
+    for col in df.columns:
+        trial = parts[-1] + [col]
+        if parts[-1] and natural_width(to_rich(_columns(df, trial), title=title, caption=False)) > console.width:
+            parts.append([col])
+        else:
+            parts[-1] = trial
+    for i, cols in enumerate(parts, 1):
+        part_title = f"{title} ({i}/{len(parts)})" if title else None
+        console.print(to_rich(_columns(df, cols), title=part_title, caption=i == len(parts)))
+
+
+def render(df: pd.DataFrame, fmt: str = "table", *, width: int | None = None) -> str:
+    """The leaderboard as text in one of FORMATS (`table`: `width` columns, default the full width)."""
     if fmt not in FORMATS:
         from probekit.errors import suggest
 
@@ -365,8 +483,9 @@ def render(df: pd.DataFrame, fmt: str = "table", *, width: int = 200) -> str:
     if fmt == "table":
         from rich.console import Console
 
-        console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
-        console.print(to_rich(df))
+        table = to_rich(df)
+        console = Console(file=io.StringIO(), width=width or natural_width(table), record=True, color_system=None)
+        console.print(table)
         return console.export_text()
     if fmt == "markdown":
         return _markdown(df)

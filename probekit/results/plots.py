@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from probekit.errors import ConfigError
-from probekit.results.records import ResultRecord
+from probekit.results.schema import ResultRecord
 
 _SUFFIXES = {".png", ".svg", ".pdf"}
 
@@ -30,14 +30,19 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    from probekit._io import atomic_write
+
     path = Path(path)
     if path.suffix.lower() not in _SUFFIXES:
         raise ConfigError(f"{path}: unsupported figure type {path.suffix or '(none)'!r}",
                           hint="use a .png, .svg or .pdf file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150)
-    os.replace(tmp, path)  # a finished figure or none, never half a file
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder", hint=f"give a file name, e.g. {path / ('figure' + path.suffix)}")
+    try:  # a finished figure or none, never half a file
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=150), binary=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write the figure: {e.strerror or e}",
+                          hint="pick a writable file with -o/--output") from None
     return path
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from probekit.results.published import published_records
+from probekit.results.reported import published_records
 from probekit.results.records import (
     SCHEMA_VERSION,
     BackboneRef,
@@ -121,7 +121,7 @@ def test_version_and_json_errors(tmp_path):
     with pytest.raises(RecordError, match=str(path)):
         load_records(tmp_path)
     with pytest.warns(UserWarning):
-        assert load_records(tmp_path, on_error="warn", include_published=False) == []
+        assert load_records(tmp_path, on_error="warn") == []
 
 
 def test_invalid_record_is_refused_before_writing(tmp_path):
@@ -137,7 +137,7 @@ def test_results_dir_from_env(tmp_path, monkeypatch):
     assert results_dir() == tmp_path / "r"
     assert results_dir(tmp_path / "x") == tmp_path / "x"
     write_record(_record())
-    assert len(load_records(include_published=False)) == 1
+    assert len(load_records()) == 1
 
 
 def test_published_numbers_present_with_sources():
