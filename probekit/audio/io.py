@@ -124,7 +124,7 @@ def audio_info(path: str | os.PathLike, *, max_seconds: float | None = None) -> 
     limit = max_audio_seconds() if max_seconds is None else max_seconds
     if rate > 0 and frames / rate > limit:
         raise AudioError(
-            p, f"header says {frames / rate:.0f} s of audio, above the {limit:.0f} s limit per file",
+            p, f"header says {frames / rate:.1f} s of audio, above the {limit:g} s limit per file",
             hint=f"cut it into clips, or raise the limit: ${MAX_SECONDS_ENV}=SECONDS",
         )
     return rate, frames, channels
