@@ -12,7 +12,8 @@
   Files of 192 KiB or less are read whole, so both modes give them the same digest.
 
 A persistent memo (SQLite, `<cache dir>/.fingerprints.sqlite`, or `$PROBEKIT_FINGERPRINT_MEMO`; `off`
-disables it) maps (resolved path, device, inode, size, mtime_ns, ctime_ns) to the digest, so a rerun
+disables it) maps (absolute path, and the device, inode, size, mtime_ns and ctime_ns of the file it
+leads to) to the digest, so a rerun
 over unchanged files costs one stat() each. ctime is in the key because tools that restore mtime
 (`cp -p`, `rsync -t`, `touch -r`) cannot restore it. Files modified in the last 2 s are hashed but not
 memoised (their timestamp may not yet tell a later same-second write apart). The memo is an
@@ -146,17 +147,24 @@ class _Memo:
             except (sqlite3.Error, OSError):
                 return
 
-    def get(self, key: tuple) -> str | None:
+    def lookup(self, paths: list[str], mode: str) -> dict[str, tuple]:
+        """path -> (dev, ino, size, mtime_ns, ctime_ns, digest) for the memoised ones among `paths`."""
         if self.db is None:
-            return None
+            return {}
+        found: dict[str, tuple] = {}
         try:
-            row = self.db.execute(
-                "SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM memo WHERE path=? AND mode=?", key[:2]
-            ).fetchone()
+            for i in range(0, len(paths), 900):  # under SQLite's bound-parameter limit
+                chunk = paths[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM memo WHERE mode=? AND path IN ({marks})",
+                    (mode, *chunk),
+                ):
+                    found[row[0]] = tuple(row[1:])
         except sqlite3.Error:
             self.db = None
-            return None
-        return row[5] if row is not None and tuple(row[:5]) == key[2:] else None
+            return {}
+        return found
 
     def put(self, rows: list[tuple]) -> None:
         if self.db is None or not rows:
@@ -180,15 +188,16 @@ def content_digests(paths: Sequence[str | os.PathLike], mode: str | None = None)
     `unreadable:<errno name>` (no read permission, I/O error).
     """
     mode = fingerprint_mode(mode)
-    memo = _Memo(_memo_path())
+    names = [os.path.abspath(p) for p in paths]  # the key; dev/ino/size/times below identify the content
+    memo = _Memo(_memo_path() if names else None)
     out: list[str] = []
     new: list[tuple] = []
     now = time.time()
     try:
-        for p in paths:
+        known = memo.lookup(names, mode)
+        for name in names:
             try:
-                real = os.path.realpath(p)
-                st = os.stat(real)
+                st = os.stat(name)
             except FileNotFoundError:
                 out.append("missing")
                 continue
@@ -198,18 +207,21 @@ def content_digests(paths: Sequence[str | os.PathLike], mode: str | None = None)
             if not stat.S_ISREG(st.st_mode):
                 out.append(f"not-regular:{_kind(st.st_mode)}")
                 continue
-            key = (real, mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            digest = memo.get(key)
-            if digest is None:
-                try:
-                    digest = file_digest(real, mode)
-                except OSError as e:
-                    out.append(f"unreadable:{_errno_name(e)}")
-                    continue
-                after = os.stat(real)
-                unchanged = (after.st_mtime_ns, after.st_ctime_ns, after.st_size) == key[5:7] + (st.st_size,)
-                if unchanged and now - st.st_mtime_ns / 1e9 > _RECENT_S and now - st.st_ctime_ns / 1e9 > _RECENT_S:
-                    new.append((*key, digest))
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            hit = known.get(name)
+            if hit is not None and hit[:5] == ident:
+                out.append(hit[5])
+                continue
+            try:
+                digest = file_digest(name, mode)
+                after = os.stat(name)
+            except OSError as e:
+                out.append(f"unreadable:{_errno_name(e)}")
+                continue
+            unchanged = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == ident[2:]
+            settled = now - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RECENT_S
+            if unchanged and settled:
+                new.append((name, mode, *ident, digest))
             out.append(digest)
         memo.put(new)
     finally:
