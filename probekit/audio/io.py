@@ -144,7 +144,9 @@ def _check_file(p: Path) -> None:
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise AudioError(p, "file not found", hint="check the dataset root and that the download finished") from None
+        raise AudioError(
+            p, "file not found", hint="check the dataset root and that the download finished"
+        ) from None
     except PermissionError:
         raise AudioError(p, "permission denied: cannot reach the file",
                          hint="check the modes of the folders above it") from None  # fmt: skip
@@ -153,8 +155,10 @@ def _check_file(p: Path) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(p, "is a directory, not an audio file")
     if not stat.S_ISREG(st.st_mode):  # never opened: reading a FIFO would block
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise AudioError(p, f"is {kind}, not a regular audio file", hint="point the dataset at the audio file itself")
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+        raise AudioError(
+            p, f"is {kind}, not a regular audio file", hint="point the dataset at the audio file itself"
+        )
     if st.st_size == 0:
         raise AudioError(p, "empty file (0 bytes)", hint="re-download or remove it")
     try:
@@ -164,7 +168,9 @@ def _check_file(p: Path) -> None:
         raise AudioError(p, "permission denied: the file cannot be read",
                          hint="check the file's mode and owner, e.g. chmod a+r FILE") from None  # fmt: skip
     except OSError as e:
-        raise AudioError(p, f"cannot open the file ({e.strerror})", hint="check the disk or the network mount") from None
+        raise AudioError(
+            p, f"cannot open the file ({e.strerror})", hint="check the disk or the network mount"
+        ) from None
 
 
 def load_audio(

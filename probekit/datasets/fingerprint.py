@@ -157,7 +157,8 @@ class _Memo:
                 chunk = paths[i : i + 900]
                 marks = ",".join("?" * len(chunk))
                 for row in self.db.execute(
-                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM memo WHERE mode=? AND path IN ({marks})",
+                    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM memo"
+                    f" WHERE mode=? AND path IN ({marks})",
                     (mode, *chunk),
                 ):
                     found[row[0]] = tuple(row[1:])

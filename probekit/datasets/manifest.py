@@ -52,7 +52,8 @@ def _read_text(csv_path: Path) -> str:
         encoding = "utf-8-sig"
         if b"\x00" in data.split(b"\n", 1)[0]:
             raise DatasetError(
-                f"{csv_path} line 1: NUL bytes in the header (UTF-16 text without a byte-order mark?)", hint=_UTF8_HINT
+                f"{csv_path} line 1: NUL bytes in the header (UTF-16 text without a byte-order mark?)",
+                hint=_UTF8_HINT,
             )
     try:
         return data.decode(encoding)
@@ -177,7 +178,8 @@ def _rows(csv_path: Path) -> list[_Row]:
     for line, fields in records[1:]:
         r = _row(csv_path, base, header, line, fields)
         if str(r.path) in seen:
-            raise DatasetError(f"{csv_path} line {line}: duplicate path {r.rel!r} (first on line {seen[str(r.path)]})")
+            first = seen[str(r.path)]
+            raise DatasetError(f"{csv_path} line {line}: duplicate path {r.rel!r} (first on line {first})")
         seen[str(r.path)] = line
         rows.append(r)
     if not rows:
@@ -223,7 +225,8 @@ def parse_manifest(
             absent[r.split] += 1
             if not keep_missing:
                 continue
-        clips.append(Clip(id=r.rel, path=r.path, labels=tuple(index[c] for c in r.labels), split=r.split, fold=r.fold))
+        labels = tuple(index[c] for c in r.labels)
+        clips.append(Clip(id=r.rel, path=r.path, labels=labels, split=r.split, fold=r.fold))
     return spec, clips, absent
 
 

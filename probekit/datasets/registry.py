@@ -46,8 +46,11 @@ def register_dataset(
 
     A name registered twice is refused unless `replace=True`."""
     if spec.name.startswith(manifest.PREFIX):
-        raise DatasetError(f"dataset name {spec.name!r} is reserved", hint=f"names starting {manifest.PREFIX!r} are manifests")
-    DATASETS.register(spec.name, _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn), replace=replace)
+        raise DatasetError(
+            f"dataset name {spec.name!r} is reserved", hint=f"names starting {manifest.PREFIX!r} are manifests"
+        )
+    entry = _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn)
+    DATASETS.register(spec.name, entry, replace=replace)
     DATASET_SPECS[spec.name] = spec
 
 
