@@ -85,6 +85,23 @@ def test_same_size_rewrite_changes_the_fingerprint(folder, monkeypatch, mode):
     assert get_dataset(f"manifest:{csv}").fingerprint("test") == get_dataset(f"manifest:{csv}").fingerprint("test")
 
 
+def test_same_size_rewrite_gives_another_store(folder, tmp_path):
+    """The red team's #37 end to end: the store key (hence the store) changes with the audio."""
+    from probekit.backbones import get_backbone
+    from probekit.cache.extract import plan
+
+    csv = folder / "m.csv"
+    csv.write_text(GOOD)
+    bb = get_backbone("bat-tiny")
+
+    def store():
+        return plan(bb, get_dataset(f"manifest:{csv}"), "train", cache_dir=tmp_path / "c", need_layout=False).path
+
+    before = store()
+    _rewrite_samples_same_size(folder / "clips" / NAMES[1])
+    assert store() != before
+
+
 def test_old_size_based_fingerprints_are_stale():
     from probekit.datasets import fingerprint as fpmod
 
@@ -221,10 +238,12 @@ def test_unreadable_file_is_a_permission_problem(folder):
     script = textwrap.dedent(f"""
         from probekit.audio.io import load_audio
         from probekit.errors import AudioError
+        from probekit.datasets.fingerprint import content_digests
         try:
             load_audio({str(clip)!r})
         except AudioError as e:
             print(e)
+        print(content_digests([{str(clip)!r}])[0])
     """)
     cmd = [sys.executable, "-c", script]
     if os.geteuid() == 0:  # root reads mode-000 files: drop every capability, as the red team did
@@ -236,6 +255,12 @@ def test_unreadable_file_is_a_permission_problem(folder):
         pytest.skip(f"cannot drop capabilities here: {res.stderr.strip()}")
     assert "permission denied" in res.stdout and "check the file's mode" in res.stdout, res.stdout + res.stderr
     assert "re-encode" not in res.stdout
+    # #36: the unreadable file fingerprints as such, so once it is fixed the split gets a new key
+    assert res.stdout.strip().splitlines()[-1] == "unreadable:EACCES"
+    clip.chmod(0o644)
+    from probekit.datasets.fingerprint import content_digests
+
+    assert content_digests([clip])[0] != "unreadable:EACCES"
 
 
 def _one_hz(folder):
