@@ -109,7 +109,7 @@ class _Row:
 
 def _header(csv_path: Path, line: int, fields: list[str]) -> list[str]:
     header = [h.strip() for h in fields]
-    twice = [c for c, n in Counter(header).items() if n > 1]
+    twice = [c for c, n in Counter(header).items() if n > 1 and c]
     if twice:
         raise DatasetError(
             f"{csv_path} line {line}: column {twice[0]!r} appears {header.count(twice[0])} times in the header",
@@ -118,7 +118,7 @@ def _header(csv_path: Path, line: int, fields: list[str]) -> list[str]:
     lacking = [c for c in COLUMNS if c not in header]
     if lacking:
         raise DatasetError(f"{csv_path}: missing column(s) {', '.join(lacking)} (header: {header})", hint=LAYOUT)
-    unknown = [c or "''" for c in header if c not in COLUMNS + OPTIONAL]
+    unknown = [c for c in header if c and c not in COLUMNS + OPTIONAL]  # unnamed: spreadsheet padding
     if unknown:
         raise DatasetError(
             f"{csv_path}: unknown column(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(COLUMNS + OPTIONAL)}"
@@ -128,13 +128,16 @@ def _header(csv_path: Path, line: int, fields: list[str]) -> list[str]:
 
 def _row(csv_path: Path, base: Path, header: list[str], line: int, fields: list[str]) -> _Row:
     where = f"{csv_path} line {line}"
-    extra = [f for f in fields[len(header) :] if f.strip()]
-    if extra:  # empty trailing fields (spreadsheet exports) are harmless; a value there is a lost one
+    # empty fields past the header or under an unnamed column (spreadsheet exports) are harmless;
+    # a value there would be silently lost
+    extra = [f for i, f in enumerate(fields) if (i >= len(header) or not header[i]) and f.strip()]
+    if extra:
+        named = sum(1 for h in header if h)
         raise DatasetError(
-            f"{where}: {len(fields)} fields but the header names {len(header)} columns (extra field {extra[0]!r})",
+            f"{where}: {len(fields)} fields but the header names {named} columns (extra field {extra[0]!r})",
             hint='quote a value that holds a comma ("a, b"), or remove the extra field',
         )
-    row = dict(zip(header, fields))
+    row = {h: f for h, f in zip(header, fields) if h}
     for col, value in row.items():
         if "\x00" in value:
             raise DatasetError(f"{where}: NUL byte in column {col!r} ({value!r})",

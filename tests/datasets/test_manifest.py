@@ -111,3 +111,18 @@ def test_paths_may_leave_the_folder_through_dotdot_symlinks_or_absolute(manifest
     assert [c.path for c in ds.clips("train")] == [(manifest_dir / "clips/a" / n).resolve() for n in ("0.wav", "1.wav")]
     assert ds.clips("test")[0].path == absolute and ds.warnings == [
         "manifest:set.csv: 1 class(es) have no clip in split 'test' (they are never scored): 'cat'"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "path,labels,split\r\nclips/a/0.wav,dog,train\r\nclips/a/1.wav,cat,test\r\n",  # CRLF
+        "path,labels,split,\nclips/a/0.wav,dog,train,\nclips/a/1.wav,cat,test,\n",  # spreadsheet padding
+        "split,path,labels\ntrain,clips/a/0.wav,dog\n\n\ntest,clips/a/1.wav,cat\n",  # order, blank lines
+    ],
+    ids=["crlf", "unnamed-empty-column", "column-order"],
+)
+def test_harmless_spreadsheet_shapes_are_read(manifest_dir, text):
+    ds = get_dataset(f"manifest:{write(manifest_dir, text)}")
+    assert [(c.id, c.labels) for s in ("train", "test") for c in ds.clips(s)] == [
+        ("clips/a/0.wav", (1,)), ("clips/a/1.wav", (0,))]  # fmt: skip
