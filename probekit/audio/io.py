@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from probekit.errors import AudioError, ConfigError, suggest
 __all__ = [
     "FIT_POLICIES",
     "RESAMPLERS",
+    "MAX_SECONDS_ENV",
+    "MIN_SAMPLE_RATE",
     "audio_info",
     "fit_length",
+    "max_audio_seconds",
     "load_audio",
     "split_windows",
 ]
@@ -41,6 +45,26 @@ FIT_POLICIES: tuple[str, ...] = ("pad_end", "center", "repeat")
 #: ESC-50, Speech Commands: soxr_vhq), for reproducing the BAT paper's inputs sample for sample;
 #: needs the `soxr` package (pip install soxr).
 RESAMPLERS: tuple[str, ...] = ("torchaudio", "soxr_hq", "soxr_vhq")
+
+#: Headers outside these bounds are damage, not audio: a WAV whose header says 1 Hz "lasts" 85 minutes
+#: at 16 kHz, and since a split pads every clip to its longest, one such file blows up the whole store.
+MIN_SAMPLE_RATE = 1000  # Hz; real recordings start around 4-8 kHz
+MAX_SECONDS_ENV = "PROBEKIT_MAX_AUDIO_SECONDS"
+DEFAULT_MAX_SECONDS = 3600.0  # one hour per file; raise it with $PROBEKIT_MAX_AUDIO_SECONDS
+
+
+def max_audio_seconds() -> float:
+    """The longest file accepted, in seconds: `$PROBEKIT_MAX_AUDIO_SECONDS`, default one hour."""
+    raw = os.environ.get(MAX_SECONDS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or math.isinf(value):
+        raise ConfigError(f"${MAX_SECONDS_ENV} is {raw!r}", hint="give a positive number of seconds, e.g. 7200")
+    return value
 
 
 def _wav_truncation(path: Path) -> str | None:
@@ -75,8 +99,12 @@ def _wav_truncation(path: Path) -> str | None:
     return None
 
 
-def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(native sample rate, frames, channels) of a file without decoding it; AudioError if unreadable."""
+def audio_info(path: str | os.PathLike, *, max_seconds: float | None = None) -> tuple[int, int, int]:
+    """(native sample rate, frames, channels) of a file without decoding it; AudioError if unreadable.
+
+    Headers that cannot be real audio are refused here, before anything is decoded or padded: a rate
+    below `MIN_SAMPLE_RATE` Hz, or a length above `max_seconds` (default `max_audio_seconds()`).
+    """
     import soundfile as sf
 
     p = Path(path)
@@ -87,7 +115,19 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
         raise AudioError(
             p, f"not a readable audio file ({_short(e)})", hint="re-encode it as wav or flac"
         ) from e
-    return int(info.samplerate), int(info.frames), int(info.channels)
+    rate, frames, channels = int(info.samplerate), int(info.frames), int(info.channels)
+    if 0 < rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            p, f"header says {rate} Hz, below the {MIN_SAMPLE_RATE} Hz of any real recording (damaged header?)",
+            hint="re-encode the file from its source, or drop it",
+        )
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
+    if rate > 0 and frames / rate > limit:
+        raise AudioError(
+            p, f"header says {frames / rate:.1f} s of audio, above the {limit:g} s limit per file",
+            hint=f"cut it into clips, or raise the limit: ${MAX_SECONDS_ENV}=SECONDS",
+        )
+    return rate, frames, channels
 
 
 def _short(e: Exception) -> str:
@@ -95,13 +135,42 @@ def _short(e: Exception) -> str:
     return msg if len(msg) < 160 else msg[:157] + "..."
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
+
+
 def _check_file(p: Path) -> None:
-    if not p.exists():
-        raise AudioError(p, "file not found", hint="check the dataset root and that the download finished")
-    if p.is_dir():
+    """Name what is wrong with the file itself before libsndfile sees it (it says only "System error")."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise AudioError(
+            p, "file not found", hint="check the dataset root and that the download finished"
+        ) from None
+    except PermissionError:
+        raise AudioError(p, "permission denied: cannot reach the file",
+                         hint="check the modes of the folders above it") from None  # fmt: skip
+    except OSError as e:
+        raise AudioError(p, f"cannot stat the file ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioError(p, "is a directory, not an audio file")
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):  # never opened: reading a FIFO would block
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+        raise AudioError(
+            p, f"is {kind}, not a regular audio file", hint="point the dataset at the audio file itself"
+        )
+    if st.st_size == 0:
         raise AudioError(p, "empty file (0 bytes)", hint="re-download or remove it")
+    try:
+        with open(p, "rb"):
+            pass
+    except PermissionError:
+        raise AudioError(p, "permission denied: the file cannot be read",
+                         hint="check the file's mode and owner, e.g. chmod a+r FILE") from None  # fmt: skip
+    except OSError as e:
+        raise AudioError(
+            p, f"cannot open the file ({e.strerror})", hint="check the disk or the network mount"
+        ) from None
 
 
 def load_audio(

@@ -18,8 +18,8 @@ _DATA_ROOT_HELP = (
 DataRootOption = Annotated[Path | None, typer.Option("--data-root", help=_DATA_ROOT_HELP)]
 
 
-def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str | None]:
-    """(total clips, clips per split, coloured location, note to print under the table) for one dataset."""
+def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, list[str]]:
+    """(total clips, clips per split, coloured location, warnings) of one dataset; ProbekitError when broken."""
     from probekit.datasets import find_root, get_dataset, get_spec
     from probekit.datasets.manifest import PREFIX
     from probekit.errors import ProbekitError
@@ -28,18 +28,16 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str | Non
         try:
             find_root(name, data_root)
         except ProbekitError:
-            return "-", "-", "[yellow]not found[/]", f"[yellow]{name}[/]: expected {get_spec(name).layout}"
-    try:
-        ds = get_dataset(name, data_root)
-        parts, total = [], 0
-        for split in ds.spec.splits:
-            n = len(ds.clips(split))
-            miss = ds.missing.get(split, 0)
-            parts.append(f"{split} {n}" + (f" ({miss} missing)" if miss else ""))
-            total = n if split == "all" else total + (0 if "all" in ds.spec.splits else n)
-        return str(total), ", ".join(parts), f"[green]{ds.root}[/]", None
-    except ProbekitError as e:
-        return "-", "-", "[red]error[/]", f"[red]{name}[/]: {e}"
+            return "-", "-", "[yellow]not found[/]", [f"[yellow]{name}[/]: expected {get_spec(name).layout}"]
+    ds = get_dataset(name, data_root)
+    parts, total = [], 0
+    for split in ds.spec.splits:
+        n = len(ds.clips(split))
+        miss = ds.missing.get(split, 0)
+        parts.append(f"{split} {n}" + (f" ({miss} missing)" if miss else ""))
+        total = n if split == "all" else total + (0 if "all" in ds.spec.splits else n)
+    notes = [f"[yellow]warning:[/] {w}" for w in ds.warnings]
+    return str(total), ", ".join(parts), f"[green]{ds.root}[/]", notes
 
 
 @app.command("datasets")
@@ -52,8 +50,13 @@ def datasets_cmd(
         ),
     ] = None,
 ) -> None:
-    """List the datasets probekit knows: classes, clips found per split, and where (or what is expected)."""
+    """List the datasets probekit knows: classes, clips found per split, and where (or what is expected).
+
+    Exits 2 when a dataset is broken (a bad manifest, an unknown name, unreadable metadata); a built-in
+    dataset that is simply not downloaded is only marked "not found".
+    """
     from probekit.datasets import ENV_VAR, data_roots, get_spec, list_datasets
+    from probekit.errors import ProbekitError
 
     names = dataset or list_datasets()
     roots = data_roots(data_root)
@@ -65,23 +68,27 @@ def datasets_cmd(
     table.add_column("clips", justify="right")
     table.add_column("per split")
     table.add_column("location", overflow="fold")
-    notes = []
+    notes: list[str] = []
+    errors: list[ProbekitError] = []
     with console.status("listing clips..."):
         for name in names:
             try:
                 spec = get_spec(name)
-            except Exception as e:  # noqa: BLE001 - a bad manifest or name shows as a row, not a crash
+                total, per_split, location, more = _survey(name, data_root)
+            except ProbekitError as e:  # a bad manifest or name shows as a row, then the command fails
                 table.add_row(name, "-", "-", "-", "-", "[red]error[/]")
-                notes.append(f"[red]{name}[/]: {e}")
+                errors.append(e)
                 continue
-            total, per_split, location, note = _survey(name, data_root)
             kind = "multi-label" if spec.multilabel else "multi-class"
             table.add_row(name, str(spec.num_classes), kind, total, per_split, location)
-            if note:
-                notes.append(note)
+            notes.extend(more)
     console.print(table)
     for note in notes:
         console.print(note, soft_wrap=False)
+    for e in errors[1:]:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+    if errors:
+        raise errors[0]  # the CLI prints it as one line and exits 2
 
 
 def _version(module: str) -> tuple[str, str]:

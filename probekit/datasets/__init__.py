@@ -3,6 +3,7 @@
 from probekit.datasets.base import Clip, Dataset, DatasetSpec
 from probekit.datasets.registry import (
     DATASET_SPECS,
+    DATASETS,
     ENV_VAR,
     data_roots,
     find_root,
@@ -13,6 +14,7 @@ from probekit.datasets.registry import (
 )
 
 __all__ = [
+    "DATASETS",
     "DATASET_SPECS",
     "ENV_VAR",
     "Clip",

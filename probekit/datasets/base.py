@@ -56,10 +56,20 @@ class DatasetSpec:
     citation: str = ""
     description: str = ""
     layout: str = ""  # what the loader expects on disk, shown when the dataset is not found
+    source: str = ""  # user data: the resolved path of its manifest (part of `identity`)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def identity(self) -> str:
+        """A name unique per data source: `name` for registered datasets; for a manifest its short name
+        plus a digest of its resolved path (`manifest:m.csv@1a2b3c4d`), so two projects' `m.csv` never
+        share the records keyed by it. `name` stays the short, readable label."""
+        if not self.source:
+            return self.name
+        return f"{self.name}@{hashlib.blake2b(self.source.encode(), digest_size=4).hexdigest()}"
 
 
 class Dataset:
@@ -71,10 +81,16 @@ class Dataset:
         self._lister = clip_lists
         self._clips: dict[str, list[Clip]] = {}
         self.missing: dict[str, int] = {}  # split -> clips listed in metadata but absent on disk
+        self.warnings: list[str] = []  # problems worth a line but not an error (printed by the CLI)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def identity(self) -> str:
+        """See `DatasetSpec.identity`: the key for anything stored per dataset (result records)."""
+        return self.spec.identity
 
     def clips(self, split: str) -> list[Clip]:
         if split not in self.spec.splits:
@@ -87,20 +103,43 @@ class Dataset:
         return self._clips[split]
 
     def fingerprint(self, split: str) -> str:
-        """Content fingerprint of a split: clip ids, labels, segment bounds and file sizes.
+        """Content fingerprint of a split (`v2-` + 16 hex digits): clip ids, labels, segment bounds and a
+        digest of every file's bytes (probekit.datasets.fingerprint: mode `full` reads each file whole,
+        `$PROBEKIT_FINGERPRINT=sampled` reads 3 x 64 KiB of each; unchanged files are memoised by stat).
 
-        Cheap (no audio is read) and stable across copies of the data; any relabelling, added or
-        removed clip or re-encoded file changes it, so a cache built from other data is never reused.
+        Stable across copies of the data; any relabelling, added or removed clip, or changed audio
+        (even at the same byte size) changes it, so a cache built from other data is never reused.
+        A missing, unreadable or non-regular file hashes as a marker, so fixing it changes the value.
         """
+        from probekit.datasets.fingerprint import FINGERPRINT_VERSION, content_digests
+
+        clips = self.clips(split)
+        digests = content_digests([c.path for c in clips])
         h = hashlib.sha256()
-        h.update(json.dumps([self.spec.name, split, list(self.spec.classes)]).encode())
-        for c in self.clips(split):
-            try:
-                size = c.path.stat().st_size
-            except OSError:
-                size = -1
-            h.update(json.dumps([c.id, list(c.labels), c.fold, c.offset, c.duration, size]).encode())
-        return h.hexdigest()[:16]
+        h.update(json.dumps([FINGERPRINT_VERSION, self.spec.name, split, list(self.spec.classes)]).encode())
+        for c, digest in zip(clips, digests):
+            h.update(json.dumps([c.id, list(c.labels), c.fold, c.offset, c.duration, digest]).encode())
+        return f"v{FINGERPRINT_VERSION}-{h.hexdigest()[:16]}"
+
+    def class_coverage(self, train: str = "train", test: str = "test") -> list[str]:
+        """Warnings for classes a probe cannot learn or is never scored on: classes with no clip in
+        `train` (present elsewhere) and classes with no clip in `test`. Empty when both splits hold
+        every class, or when the dataset lacks either split."""
+        splits = self.spec.splits
+        if train not in splits or test not in splits:
+            return []
+        seen = {s: {i for c in self.clips(s) for i in c.labels} for s in (train, test)}
+        every = set(range(self.spec.num_classes))
+        out = []
+        for s, other in ((train, test), (test, train)):
+            lacking = sorted(every - seen[s])
+            if lacking:
+                names = ", ".join(repr(self.spec.classes[i]) for i in lacking[:10])
+                more = f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""
+                why = "a probe cannot learn them" if s == train else "they are never scored"
+                out.append(f"{self.spec.name}: {len(lacking)} class(es) have no clip in split {s!r} "
+                           f"({why}): {names}{more}")
+        return out
 
     def __repr__(self) -> str:
         return f"Dataset({self.spec.name!r}, root={str(self.root)!r})"

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from probekit._registry import Registry
 from probekit.datasets import audioset, esc50, fsdd, manifest, speechcommands
 from probekit.datasets.base import Dataset, DatasetSpec
-from probekit.errors import DatasetError, suggest
+from probekit.errors import DatasetError
 
 ENV_VAR = "PROBEKIT_DATA"
 
@@ -28,7 +29,9 @@ class _Entry:
     open: Callable[..., Dataset]
 
 
-_REGISTRY: dict[str, _Entry] = {}
+DATASETS: Registry[_Entry] = Registry(
+    "dataset", DatasetError, hint="probekit datasets lists them; or manifest:PATH.csv for your own data"
+)
 
 
 def register_dataset(
@@ -37,9 +40,17 @@ def register_dataset(
     *,
     detect: Callable[[Path], Path | None],
     root_names: tuple[str, ...] = (),
+    replace: bool = False,
 ) -> None:
-    """Add a dataset: `open_fn(spec, root, **options) -> Dataset`; `detect(folder)` returns its root or None."""
-    _REGISTRY[spec.name] = _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn)
+    """Add a dataset: `open_fn(spec, root, **options) -> Dataset`; `detect(folder)` returns its root or None.
+
+    A name registered twice is refused unless `replace=True`."""
+    if spec.name.startswith(manifest.PREFIX):
+        raise DatasetError(
+            f"dataset name {spec.name!r} is reserved", hint=f"names starting {manifest.PREFIX!r} are manifests"
+        )
+    entry = _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn)
+    DATASETS.register(spec.name, entry, replace=replace)
     DATASET_SPECS[spec.name] = spec
 
 
@@ -56,24 +67,27 @@ for _spec in (speechcommands.SPEC_12, speechcommands.SPEC_35):
 register_dataset(fsdd.SPEC, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
 
 
-def list_datasets() -> list[str]:
-    """Registered dataset names (user data: `manifest:PATH.csv`)."""
-    return list(_REGISTRY)
+def list_datasets(pattern: str | None = None) -> list[str]:
+    """Registered dataset names, sorted; `pattern` filters them (fnmatch, e.g. "as*").
+    User data is `manifest:PATH.csv`."""
+    return DATASETS.names(pattern)
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise DatasetError(
-            f"unknown dataset {name!r}",
-            hint=suggest(name, list(_REGISTRY)) + "; or manifest:PATH.csv for your own data",
-        )
-    return _REGISTRY[name]
+    return DATASETS.get(name)
+
+
+def _manifest_path(name: str) -> Path:
+    text = name[len(manifest.PREFIX) :].strip()
+    if not text:
+        raise DatasetError(f"{name!r} names no CSV file", hint="write manifest:PATH.csv")
+    return Path(text).expanduser()
 
 
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset, or of a manifest (`manifest:PATH.csv`, read and validated)."""
     if name.startswith(manifest.PREFIX):
-        return manifest.parse_manifest(Path(name[len(manifest.PREFIX) :]).expanduser())[0]
+        return manifest.parse_manifest(_manifest_path(name))[0]
     return _entry(name).spec
 
 
@@ -124,7 +138,7 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
     if name.startswith(manifest.PREFIX):
-        path = Path(name[len(manifest.PREFIX) :]).expanduser()
+        path = _manifest_path(name)
         if not path.is_absolute() and not path.exists():
             for base in data_roots(data_root):
                 if (base / path).exists():

@@ -23,9 +23,9 @@ def test_datasets_shows_real_fsdd(shared_data, capsys):
 def test_datasets_with_a_manifest(tmp_path, fsdd_root, capsys):
     (tmp_path / "a.wav").write_bytes((fsdd_root / "recordings" / "0_jackson_0.wav").read_bytes())
     (tmp_path / "m.csv").write_text("path,labels,split\na.wav,zero,test\n")
-    assert main(["datasets", "-d", f"manifest:{tmp_path / 'm.csv'}", "-d", "nope"]) == 0
-    out = capsys.readouterr().out
-    assert "test 1" in out and "unknown dataset 'nope'" in out
+    assert main(["datasets", "-d", f"manifest:{tmp_path / 'm.csv'}", "-d", "nope"]) == 2  # a name that is wrong
+    out, err = capsys.readouterr()
+    assert "test 1" in out and "unknown dataset 'nope'" in err
 
 
 def test_doctor_reports_versions_and_data(shared_data, capsys):
