@@ -44,10 +44,9 @@ def dataset_identity(dataset: Any) -> str | None:
     name = str(getattr(dataset, "name", ""))
     if not name.startswith(MANIFEST_PREFIX):
         return None
-    root = Path(dataset.root).resolve()
-    splits = list(getattr(dataset.spec, "splits", ()))
-    prints = [[s, dataset.fingerprint(s)] for s in splits]
-    blob = json.dumps([name, str(root / name[len(MANIFEST_PREFIX):].rsplit("/", 1)[-1]), prints])
+    # Dataset.identity holds the manifest's resolved location; the fingerprints add its content.
+    prints = [[s, dataset.fingerprint(s)] for s in dataset.spec.splits]
+    blob = json.dumps([dataset.identity, prints])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
