@@ -408,6 +408,21 @@ class _Run:
         return iter(self.data.batches(self.probe.request, bs, indices=order[start * bs : stop], shuffle=False,
                                       drop_last=False))
 
+    def batches(self, state: _FitState) -> Iterator:
+        """The remaining batches of the run, epoch after epoch, from where `state` stands (the caller
+        advances `state.step` and `state.pos` after each batch)."""
+        it = None
+        while state.step < self.total:
+            if it is None or state.pos >= self.per_epoch:
+                if it is not None:
+                    state.epoch, state.pos = state.epoch + 1, 0
+                it = self.epoch_batches(state.epoch, state.pos)
+            batch = next(it, None)
+            if batch is None:  # epoch exhausted early (ragged end without drop_last)
+                state.pos = self.per_epoch
+                continue
+            yield batch
+
     def lr(self, step: int) -> float:
         cfg = self.config
         return warmup_cosine(step, peak=cfg.lr, floor=cfg.min_lr, warmup=self.warmup, total=self.total)
@@ -531,39 +546,22 @@ def fit(
         resumed_from = checkpointer.resume(probe, run.optimizer, state, run.device)
 
     bar = _Progress(progress, run.total, state.step, f"{probe.name}")
-    samples_seen, rate_t0, metric_text = 0, time.perf_counter(), ""
+    samples_seen, rate_t0 = 0, time.perf_counter()
     try:
-        it = None
-        while state.step < run.total:
-            if it is None or state.pos >= run.per_epoch:
-                if it is not None:
-                    state.epoch, state.pos = state.epoch + 1, 0
-                it = run.epoch_batches(state.epoch, state.pos)
-            batch = next(it, None)
-            if batch is None:  # epoch exhausted early (ragged end without drop_last)
-                state.pos = run.per_epoch
-                continue
+        for batch in run.batches(state):
             lr = run.lr(state.step)
             loss = run.train_step(batch.to(run.device), lr, state.step)
             state.step, state.pos = state.step + 1, state.pos + 1
             state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
             samples_seen += int(batch.labels.shape[0])
             step = state.step
-
             is_eval = evaluator is not None and (
                 (config.eval_every and step % config.eval_every == 0) or step == run.total)
-            entry = None
-            if step % config.log_every == 0 or step == run.total or is_eval:
-                entry = {"step": step, "loss": state.loss_sum / max(1, state.loss_count), "lr": lr}
-                state.loss_sum, state.loss_count = 0.0, 0
-            if is_eval:
-                entry["val"] = evaluator(probe, state)
-                entry["val_metric"] = state.last_metrics.primary_name
-                metric_text = f"val {entry['val_metric']} {entry['val']:.2f}"
+            entry = _log(state, config, lr, is_eval, evaluator, probe, run.total)
             if entry is not None:
-                state.history.append(entry)
                 rate = samples_seen / max(1e-9, time.perf_counter() - rate_t0)
-                bar.update(step, loss=f"{entry['loss']:.4f}", metric=metric_text, rate=f"{rate:,.0f}")
+                val = f"val {entry['val_metric']} {entry['val']:.2f}" if "val" in entry else None
+                bar.update(step, loss=f"{entry['loss']:.4f}", rate=f"{rate:,.0f}", **({"metric": val} if val else {}))
             if checkpointer is not None and (step % config.checkpoint_every == 0 or step == run.total):
                 checkpointer.save(probe, run.optimizer, state, run.device, time.perf_counter() - t0)
             if is_eval and on_eval is not None:
@@ -574,6 +572,21 @@ def fit(
         if config.num_threads:
             torch.set_num_threads(old_threads)
     return _finish(probe, config, state, resumed_from, state.seconds + (time.perf_counter() - t0))
+
+
+def _log(state: _FitState, config: TrainConfig, lr: float, is_eval: bool, evaluator: _Evaluator | None,
+         probe: Probe, total: int) -> dict[str, Any] | None:
+    """The history entry of this step (mean loss since the last one, lr, validation), or None."""
+    step = state.step
+    if not (step % config.log_every == 0 or step == total or is_eval):
+        return None
+    entry = {"step": step, "loss": state.loss_sum / max(1, state.loss_count), "lr": lr}
+    state.loss_sum, state.loss_count = 0.0, 0
+    if is_eval:
+        entry["val"] = evaluator(probe, state)
+        entry["val_metric"] = state.last_metrics.primary_name
+    state.history.append(entry)
+    return entry
 
 
 def _finish(probe: Probe, config: TrainConfig, state: _FitState, resumed_from: int | None,

@@ -331,52 +331,8 @@ def run_protocol(
         return None if checkpoint_dir is None else Path(checkpoint_dir) / name
 
     if proto.cv:
-        data = train if test is None else ConcatTokens(train, test)
-        if data.folds is None:
-            raise ConfigError(
-                f"protocol {proto.name!r} cross-validates over folds, but the data has no fold numbers",
-                hint="use a dataset with folds (ESC-50) or another protocol",
-            )
-        folds = np.asarray(data.folds)
-        per_fold, fits, probe = [], [], None
-        how = f"validation: holdout {frac:.0%} of the training folds (seed {seed})"
-        for f in np.unique(folds):
-            tr = np.nonzero(folds != f)[0]
-            te = np.nonzero(folds == f)[0]
-            probe = new_probe()
-            val_kw: dict[str, Any] = {}
-            if probe.num_outputs > 1:  # choose the head on held-out training clips, never on the test fold
-                tr, va = _holdout(data.labels, data.multilabel, frac, seed, within=tr)
-                val_kw = {"val_data": data, "val_indices": va}
-            res = fit(
-                probe,
-                data,
-                config=config.replace(selection="last"),
-                train_indices=tr,
-                checkpoint_dir=sub_ckpt(f"fold{f}"),
-                progress=progress,
-                on_eval=on_eval,
-                **val_kw,
-            )
-            m, _ = _test_result(res, data, te, how, **eval_kw)
-            per_fold.append(dataclasses.replace(m, fold=int(f)))
-            fits.append(res)
-        return ProtocolResult(
-            protocol=proto.name,
-            probe_name=probe_name,
-            hparams=dict(probe.hparams),
-            config=config,
-            selection="cv",
-            metrics=_mean_metrics(per_fold),
-            fold_metrics=per_fold,
-            fits=fits,
-            probe=probe,
-            seconds=time.perf_counter() - t0,
-            seed=int(seed),
-            val_source="holdout" if per_fold[0].heads else "none",
-            val_fraction=frac if per_fold[0].heads else None,
-        )
-
+        return _cross_validate(proto, config, new_probe, train, test, frac=frac, seed=int(seed), t0=t0,
+                               sub_ckpt=sub_ckpt, on_eval=on_eval, progress=progress, probe_name=probe_name)
     probe = new_probe()
     val_source, used_frac = "none", None
     fit_kwargs: dict[str, Any] = {}
@@ -419,4 +375,58 @@ def run_protocol(
         val_source=val_source,
         val_fraction=used_frac,
         scores=scores,
+    )
+
+
+def _cross_validate(proto: Protocol, config: TrainConfig, new_probe: Callable[[], Probe], train: TokenData,
+                    test: TokenData | None, *, frac: float, seed: int, t0: float,
+                    sub_ckpt: Callable[[str], Path | None], on_eval, progress: bool,
+                    probe_name: str) -> ProtocolResult:
+    """Train and test once per fold of `train` (+ `test`); a multi-head probe chooses its head per fold
+    on a held-out part of that fold's training clips."""
+    eval_kw = dict(batch_size=config.eval_batch_size, amp=config.amp, progress=progress)
+    data = train if test is None else ConcatTokens(train, test)
+    if data.folds is None:
+        raise ConfigError(
+            f"protocol {proto.name!r} cross-validates over folds, but the data has no fold numbers",
+            hint="use a dataset with folds (ESC-50) or another protocol",
+        )
+    folds = np.asarray(data.folds)
+    per_fold, fits, probe = [], [], None
+    how = f"validation: holdout {frac:.0%} of the training folds (seed {seed})"
+    for f in np.unique(folds):
+        tr = np.nonzero(folds != f)[0]
+        te = np.nonzero(folds == f)[0]
+        probe = new_probe()
+        val_kw: dict[str, Any] = {}
+        if probe.num_outputs > 1:  # choose the head on held-out training clips, never on the test fold
+            tr, va = _holdout(data.labels, data.multilabel, frac, seed, within=tr)
+            val_kw = {"val_data": data, "val_indices": va}
+        res = fit(
+            probe,
+            data,
+            config=config.replace(selection="last"),
+            train_indices=tr,
+            checkpoint_dir=sub_ckpt(f"fold{f}"),
+            progress=progress,
+            on_eval=on_eval,
+            **val_kw,
+        )
+        m, _ = _test_result(res, data, te, how, **eval_kw)
+        per_fold.append(dataclasses.replace(m, fold=int(f)))
+        fits.append(res)
+    return ProtocolResult(
+        protocol=proto.name,
+        probe_name=probe_name,
+        hparams=dict(probe.hparams),
+        config=config,
+        selection="cv",
+        metrics=_mean_metrics(per_fold),
+        fold_metrics=per_fold,
+        fits=fits,
+        probe=probe,
+        seconds=time.perf_counter() - t0,
+        seed=int(seed),
+        val_source="holdout" if per_fold[0].heads else "none",
+        val_fraction=frac if per_fold[0].heads else None,
     )
