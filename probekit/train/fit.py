@@ -308,7 +308,18 @@ class _FitState:
             setattr(self, f.name, d[f.name])
         for k in ("best_metrics", "last_metrics"):
             v = getattr(self, k)
-            setattr(self, k, None if v is None else EvalResult.from_state_dict(v))
+            setattr(self, k, None if v is None else _metrics_from_checkpoint(v))
+
+
+def _metrics_from_checkpoint(d: dict[str, Any]) -> EvalResult:
+    if "primary_name" in d:
+        return EvalResult.from_state_dict(d)
+    # written before EvalResult (a plain metrics dict with "per_head" for several heads): still resumable
+    m = EvalResult.from_metrics({k: v for k, v in d.items() if k not in ("per_head", "per_head_primary")})
+    if "per_head" in d:
+        heads = {f"head{i + 1}": EvalResult.from_metrics(h) for i, h in enumerate(d["per_head"])}
+        m = dataclasses.replace(m, heads=heads)
+    return m
 
 
 class _Checkpointer:
