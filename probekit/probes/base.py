@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from probekit._registry import Registry
 from probekit.errors import ProbeError, suggest
-from probekit.probes.constraints import BOOL, Interval, Options, check_params
+from probekit.probes.constraints import BOOL, Interval, Options, check_params, check_space
 from probekit.probes.space import Choice, Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
@@ -58,6 +58,7 @@ def register_probe(cls: type[Probe]) -> type[Probe]:
     unknown = (set(cls.search_space) | set(cls.param_constraints)) - set(hp)
     if unknown:
         raise TypeError(f"{cls.__name__}.search_space names non-constructor arguments: {sorted(unknown)}")
+    check_space(cls.__name__, cls.search_space, cls.param_constraints_of(), TypeError)
     PROBES.register(cls.name, cls)
     return cls
 

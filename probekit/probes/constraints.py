@@ -17,7 +17,7 @@ import numpy as np
 
 from probekit.errors import ProbekitError
 
-__all__ = ["Interval", "Options", "Pair", "check_params", "describe"]
+__all__ = ["Interval", "Options", "Pair", "check_params", "check_space", "describe"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,18 @@ def check_params(owner: str, values: Mapping[str, Any], constraints: Mapping[str
             continue
         raise error(f"{owner}: {key}={value!r} must be {describe(allowed)}",
                     hint=hint or f"set {key} to {describe(allowed)}")
+
+
+def check_space(owner: str, space: Mapping[str, Any], constraints: Mapping[str, Sequence[Any]],
+                error: type[ProbekitError] = ProbekitError) -> None:
+    """Refuse a search space (name -> Float/Int/Choice of `probekit.probes.space`) that could suggest a
+    value its parameter does not accept: every choice, and both bounds of a range, are checked."""
+    for key, spec in space.items():
+        allowed = constraints.get(key)
+        if allowed is None:
+            continue
+        values = spec.choices if hasattr(spec, "choices") else (spec.low, spec.high)
+        for v in values:
+            if not any(_accepts(c, v) for c in allowed):
+                raise error(f"{owner}: search space {key}: {v!r} is not a valid value ({key} must be "
+                            f"{describe(allowed)})", hint=f"give {key} values that are {describe(allowed)}")

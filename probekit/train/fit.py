@@ -27,7 +27,7 @@ from probekit._device import resolve_device
 from probekit._io import atomic_write
 from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
-from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params
+from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
 from probekit.train.losses import LOSSES, make_loss
 from probekit.train.metrics import EvalResult, evaluate_scores
@@ -121,6 +121,13 @@ class TrainConfig:
             else int(self.warmup_steps)
         )
         return max(1, total), min(warm, total), per_epoch
+
+
+def check_search_space(probe_cls: type[Probe], space: dict[str, Any]) -> None:
+    """Refuse a tuning search space (probe hyperparameters and TrainConfig fields) holding a value the
+    probe or TrainConfig would refuse -- before a study starts (redteam #77: `--space lr=abc`)."""
+    constraints = {**TRAIN_CONSTRAINTS, **probe_cls.param_constraints_of()}
+    check_space(f"probe {probe_cls.name!r}", space, constraints, ConfigError)
 
 
 def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:

@@ -11,6 +11,7 @@ import torch
 
 from probekit.errors import ConfigError, ProbeError
 from probekit.probes import make_probe
+from probekit.probes.space import Choice, Float
 from probekit.tokens import InMemoryTokens
 from probekit.train import TrainConfig, run_protocol
 
@@ -85,3 +86,15 @@ def test_wrongly_typed_probe_hyperparameter_is_refused_by_name(name, key, value)
     # base: 1 == True, so `1 in (True, False)` let an integer through as a switch
     with pytest.raises(ProbeError, match=f"{key}={value} must be one of True, False"):
         make_probe(name, num_layers=3, embed_dim=D, num_classes=C, **{key: value})
+
+
+@pytest.mark.parametrize("space", [{"lr": Choice(("abc",))}, {"prototypes": Choice((2.5,))},
+                                   {"use_cls": Choice(("yes", True))}, {"weight_decay": Float(-1.0, 0.1)}])
+def test_search_space_with_refused_values_is_refused_before_a_study(space):
+    # redteam #77: `tune --space lr=abc` ran trials into a TypeError; the checker now names the key first
+    from probekit.probes import get_probe_class
+    from probekit.train.fit import check_search_space
+
+    with pytest.raises(ConfigError, match=f"search space {next(iter(space))}"):
+        check_search_space(get_probe_class("cgp"), space)
+    check_search_space(get_probe_class("cgp"), {**get_probe_class("cgp").search_space, "lr": Float(1e-5, 1e-2)})
