@@ -38,6 +38,8 @@ DATASET_NAMES = {
     "as2m": "AS-2M", "as20k": "AS-20k", "esc50": "ESC-50", "sc2": "SC-2", "sc2-35": "SC-2 (35)",
     "fsd50k": "FSD50K", "fsdd": "FSDD",
 }
+
+
 class _ProbeNames(dict):
     """Probe display names as each probe class declares them (`Probe.display_name`); plugins join too."""
 

@@ -40,7 +40,7 @@ class Protocol:
     name: str
     description: str
     train: TrainConfig
-    cv: bool  # cross-validate over the dataset's folds (each fold trains with train.selection)
+    cv: bool  # cross-validate over the dataset's folds (each fold is trained to its last step)
     metric: str  # "mAP" | "accuracy" | "auto" (mAP for multi-label data, accuracy for multi-class)
     val_fraction: float = (
         0.1  # held-out part of train for best_val when there is no official validation split
@@ -53,6 +53,7 @@ class Protocol:
 
 
 _BAT = "BAT_ICML2026 configs/{}/*_cgp_config.yaml + engine/trainer.py"
+
 
 class _ProtocolRegistry(Registry):
     def __getitem__(self, name: str) -> Protocol:  # PROTOCOLS[name] reads as the dict it used to be
