@@ -226,7 +226,8 @@ class Results:
         from probekit.results.plots import plot_gates
 
         if dataset is None:
-            with_gates = [r.dataset for r in self.records if r.probe in ("cgp", "lcgp", "layers")]
+            with_gates = [r.dataset for r in self.records
+                          if any({"gates", "layer_scores"} & set(s.extras) for s in r.seeds)]
             dataset = with_gates[0] if with_gates else None
         return plot_gates(self.records, path, dataset=dataset)
 
@@ -300,30 +301,30 @@ def _scalar_metrics(m: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
 
 
 def _seed_run(res, probe_name: str, seed: int) -> tuple[SeedRun, list[str]]:
-    """A ProtocolResult as one SeedRun: metrics, per-class scores and the probe's layer curves."""
-    m = dict(res.metrics or {})
+    """A ProtocolResult as one SeedRun: metrics, per-class scores and what the probe reports of itself.
+
+    For a probe with several heads (the layer sweep) the metrics are those of the head chosen on
+    validation data (`layer_selection` says how); `layer_scores` is the per-head TEST curve, for plots.
+    """
+    m = res.metrics
     extras: dict[str, Any] = {}
-    if "per_head" in m and "per_head_primary" in m:  # the layer sweep: report its best block
-        curve = [float(x) for x in m["per_head_primary"]]
-        best = int(np.argmax(curve))
-        extras.update(layer_scores=curve, best_layer=best)
-        m = dict(m["per_head"][best], primary=m["primary"])
-    elif "per_head_primary" in m:  # cv over the sweep: fold means per block
-        curve = [float(x) for x in m["per_head_primary"]]
-        extras.update(layer_scores=curve, best_layer=int(np.argmax(curve)))
-    per_class = m.get("per_class")
+    if m is not None and m.heads:
+        names = list(m.heads)
+        extras.update(layer_scores=[float(h.primary) for h in m.heads.values()], layer_scores_split="test",
+                      head_names=names, layer_selection=m.head_selection)
+        if m.selected_head is not None:
+            extras["best_layer"] = names.index(m.selected_head)
+        elif res.fold_metrics:  # cv: each fold chose its own head on its training folds
+            extras["best_layer_per_fold"] = [names.index(f.selected_head) for f in res.fold_metrics]
+    per_class = m.per_class if m is not None else None
     if per_class is None and res.fold_metrics:
-        folds = [f["per_class"] for f in res.fold_metrics if "per_class" in f]
+        folds = [f.per_class for f in res.fold_metrics if f.per_class]
         if folds:
             per_class = {k: np.mean([f[k] for f in folds], axis=0).tolist() for k in ("ap", "f1") if k in folds[0]}
     if res.fold_metrics:
-        extras["folds"] = [float(f[f["primary"]]) for f in res.fold_metrics]
-    probe = res.probe
-    if hasattr(probe, "gate_weights"):
-        extras["gates"] = [float(x) for x in np.asarray(probe.gate_weights()).ravel()]
-        if hasattr(probe, "gate_layers"):
-            extras["gate_layers"] = [int(x) for x in probe.gate_layers()]
-    metrics, dropped = _scalar_metrics(m)
+        extras["folds"] = [float(f.primary) for f in res.fold_metrics]
+    extras.update(res.probe.report())  # e.g. CGP's gates and the blocks they weigh
+    metrics, dropped = _scalar_metrics(m.metrics if m is not None else {})
     train_s = float(sum(f.seconds for f in res.fits))
     run = SeedRun(
         seed=seed,

@@ -151,8 +151,8 @@ def pretrain_configs_command() -> None:
     t = Table(title="pretraining configs")
     for col in ("name", "encoder", "frames", "views", "batch", "steps", "description"):
         t.add_column(col)
-    for name in sorted(CONFIGS):
-        c = CONFIGS[name]()
+    for name, factory in CONFIGS.items():
+        c = factory()
         t.add_row(
             name,
             f"D{c.encoder.dim} x{c.encoder.depth}",

@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from probekit._registry import Registry
 from probekit.errors import ConfigError, suggest
 
 #: Time rows BAT's positional table covers (1,024 frames); longer inputs are chunked at evaluation, so a
@@ -326,23 +328,22 @@ def _bat_micro_fsdd() -> PretrainConfig:
     )
 
 
-CONFIGS = {
-    "bat-base": _bat_base,
-    "bat-tiny-fsdd": _bat_tiny_fsdd,
-    "bat-micro-fsdd": _bat_micro_fsdd,
-}
+# name -> factory of a fresh PretrainConfig
+CONFIGS: Registry[Callable[[], PretrainConfig]] = Registry(
+    "pretrain config", ConfigError, hint="`probekit pretrain-configs` lists them")
+CONFIGS.register("bat-base", _bat_base)
+CONFIGS.register("bat-tiny-fsdd", _bat_tiny_fsdd)
+CONFIGS.register("bat-micro-fsdd", _bat_micro_fsdd)
 
 
 def list_configs() -> list[str]:
     """Names of the built-in pretraining configs."""
-    return sorted(CONFIGS)
+    return CONFIGS.names()
 
 
 def get_config(name: str, **overrides: Any) -> PretrainConfig:
     """A fresh copy of a named config with `overrides` applied (see `PretrainConfig.with_overrides`)."""
-    if name not in CONFIGS:
-        raise ConfigError(f"unknown pretrain config {name!r}", hint=suggest(name, CONFIGS))
-    cfg = CONFIGS[name]()
+    cfg = CONFIGS.get(name)()
     if overrides:
         cfg = cfg.with_overrides(**overrides)
     return cfg.validate()

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from probekit._io import atomic_write_text
 from probekit.backbones.vit import AudioViT
 from probekit.pretrain.config import PretrainConfig
 
@@ -87,8 +88,4 @@ def write_card(
             f"| {r['step']} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in probe_history
         ]
     lines += ["", "```json", json.dumps(meta, indent=2), "```", ""]
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, p)
-    return p
+    return atomic_write_text(path, "\n".join(lines))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 
 import torch
 from torch import nn
@@ -20,6 +19,7 @@ from torch import nn
 from probekit.backbones.vit import AudioViT, Block, ViTConfig, sincos_table
 from probekit.pretrain.config import BAT_TABLE_ROWS, PretrainConfig
 from probekit.pretrain.masking import ViewMasks
+from probekit.train.schedule import warmup_cosine
 
 
 def encoder_config(cfg: PretrainConfig) -> ViTConfig:
@@ -214,17 +214,9 @@ def forward_losses(
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Learning rate of optimizer step `step` (0-based), as the official schedule yields it.
-
-    Linear warmup from 0 (floored at min_lr, so the very first step runs at min_lr), then half-cosine to 0
-    at `total_steps`, floored at min_lr.
-    """
-    if warmup_steps > 0 and step <= warmup_steps:
-        factor = step / warmup_steps
-    else:
-        span = total_steps - warmup_steps
-        factor = 0.0 if span <= 0 else 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
-    return max(min_lr, lr * factor)
+    """Learning rate of optimizer step `step` (0-based): `probekit.train.schedule.warmup_cosine` (linear
+    warmup from 0 floored at min_lr, then half-cosine to 0 at `total_steps`, floored) under the config's names."""
+    return warmup_cosine(step, peak=lr, floor=min_lr, warmup=warmup_steps, total=total_steps)
 
 
 def ema_decay_at(step: int, *, decay_start: float, decay_end: float, warmup_steps: int) -> float:

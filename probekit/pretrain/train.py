@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -40,6 +41,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from probekit._device import resolve_device
+from probekit._io import atomic_write, atomic_write_bytes
 from probekit.datasets.base import Clip
 from probekit.errors import CheckpointError, ConfigError, ProbekitError
 from probekit.pretrain.config import PretrainConfig
@@ -111,17 +114,10 @@ def _setup_distributed(device: str) -> tuple[_Dist, torch.device]:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     d = _Dist(rank=rank, world_size=world, local_rank=local)
-    if device == "auto":
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device(f"cuda:{local}")
+    dev = resolve_device(device)  # ConfigError naming the value for 'tpu' or an absent CUDA
+    if dev.type == "cuda" and (device == "auto" or dev.index is None):
+        dev = torch.device(f"cuda:{local}")  # one GPU per torchrun process
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r} requested but CUDA is not available", hint="use --device cpu"
-            )
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
@@ -167,12 +163,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def checkpoint_paths(out_dir: str | os.PathLike) -> list[Path]:
     """Resumable checkpoints of a run directory, oldest first."""
     d = Path(out_dir) / "checkpoints"
@@ -204,12 +194,11 @@ class _CsvLog:
         if start_step > 0 and path.exists():
             with path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= start_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writeheader()
-            w.writerows({k: r.get(k, "") for k in self.columns} for r in rows)
-        os.replace(tmp, path)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=self.columns)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in self.columns} for r in rows)
+        atomic_write_bytes(path, buf.getvalue().encode())
 
     def write(self, row: dict) -> None:
         with self.path.open("a", newline="") as f:
@@ -314,9 +303,39 @@ def pretrain(
             dist.destroy_process_group()
 
 
-def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output, progress, probe_fn):
-    t_start = time.perf_counter()
-    o, m = cfg.optim, cfg.masking
+@dataclass
+class _State:
+    """The trained objects and counters a checkpoint restores."""
+
+    student: BatStudent
+    teacher: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_step: int = 0
+    probe_history: list[dict] = field(default_factory=list)
+    best: dict | None = None  # {"score", "step"} of the best probe-in-the-loop encoder
+
+    def checkpoint(self, cfg: PretrainConfig, dctx: _Dist, step: int) -> dict:
+        """Everything a resume needs, as tensors and plain containers (loads with weights_only=True)."""
+        return {
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+            "config": cfg.to_dict(),
+            "rng": _rng_state(),
+            "world_size": dctx.world_size,
+            "probe_history": self.probe_history,
+            "best": self.best,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _restore_or_init(cfg: PretrainConfig, out: Path, dctx: _Dist, dev: torch.device, resume: bool) -> _State:
+    """Seed, build student/EMA teacher/optimiser/schedule, then either restore the newest checkpoint
+    (refusing another config or world size) or, for a fresh run, export the untrained encoder."""
+    o = cfg.optim
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     np.random.seed(cfg.run.seed % 2**32)
@@ -329,8 +348,8 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
     )
     schedule = {"lr": o.lr, "min_lr": o.min_lr, "warmup_steps": o.warmup_steps, "total_steps": o.steps}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, **schedule) / o.lr)
+    st = _State(student, teacher, optimizer, scheduler)
 
-    start_step, probe_history, best = 0, [], None
     if resume:
         found = checkpoint_paths(out)
         if not found:
@@ -359,9 +378,9 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
             if isinstance(state["rng"], list) and len(state["rng"]) > dctx.rank
             else state["rng"]
         )
-        start_step = int(state["step"])
-        probe_history = list(state.get("probe_history", []))
-        best = state.get("best")
+        st.start_step = int(state["step"])
+        st.probe_history = list(state.get("probe_history", []))
+        st.best = state.get("best")
     elif dctx.is_main and checkpoint_paths(out):
         raise ConfigError(
             f"{out}: holds checkpoints of an earlier run",
@@ -373,29 +392,38 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
             student.encoder,
             out / "init.safetensors",
             cfg,
-            {
-                "config_name": cfg.name,
-                "steps": 0,
-                "dataset": None,
-                "split": None,
-                "encoder": "init",
-                "seed": cfg.run.seed,
-            },
+            {"config_name": cfg.name, "steps": 0, "dataset": None, "split": None, "encoder": "init",
+             "seed": cfg.run.seed},
         )
+    return st
 
-    model = student
+
+def _wrap(st: _State, cfg: PretrainConfig, dctx: _Dist, dev: torch.device):
+    """(student as trained: DDP and/or compiled, teacher forward, autocast dtype or None)."""
+    model: nn.Module = st.student
     if dctx.enabled:
         model = nn.parallel.DistributedDataParallel(
-            student, device_ids=[dev.index] if dev.type == "cuda" else None
+            st.student, device_ids=[dev.index] if dev.type == "cuda" else None
         )
+    teacher_fwd = st.teacher
     if cfg.run.compile and dev.type == "cuda":
         model = torch.compile(model)
-        teacher_fwd = torch.compile(teacher)
-    else:
-        teacher_fwd = teacher
+        teacher_fwd = torch.compile(st.teacher)
     autocast = torch.bfloat16 if (dev.type == "cuda" and cfg.run.precision == "bf16") else None
+    return model, teacher_fwd, autocast
 
-    # ---- data
+
+@dataclass
+class _Data:
+    clips: Sequence[Clip]
+    loader: torch.utils.data.DataLoader
+    spectrogram: nn.Module
+
+
+def _build_data(cfg: PretrainConfig, clips: Sequence[Clip] | None, dctx: _Dist, dev: torch.device,
+                start_step: int, progress: bool) -> _Data:
+    """Waveforms, the step-indexed sampler (a pure function of seed, step and rank: exact resume), the
+    loader and the on-device spectrogram."""
     if clips is None:
         clips = _load_clips(cfg)
     fill = (
@@ -410,14 +438,13 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
         fill_samples=fill,
         progress=progress and dctx.is_main,
     )
-    end_step = o.steps if stop_after is None else min(o.steps, stop_after)
     sampler = StepSampler(
         len(waves),
         cfg.data.batch_size,
         seed=cfg.run.seed,
         rank=dctx.rank,
         world_size=dctx.world_size,
-        start=start_step * o.grad_accum,
+        start=start_step * cfg.optim.grad_accum,
     )
     loader = torch.utils.data.DataLoader(
         waves,
@@ -436,171 +463,185 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
         top_db=cfg.data.top_db,
         frames=cfg.encoder.frames,
     ).to(dev)
+    return _Data(clips, loader, spectrogram)
 
-    # ---- logging
-    log_csv = out / "log.csv"
-    csv_log = _CsvLog(log_csv, start_step, LOG_COLUMNS) if dctx.is_main else None
-    tb = _tensorboard(out) if dctx.is_main else None
+
+def _step(step: int, it, st: _State, model, teacher_fwd, autocast, data: _Data, cfg: PretrainConfig,
+          dctx: _Dist, dev: torch.device) -> tuple[float, float, float, float]:
+    """One optimizer step (grad_accum micro-batches, masks seeded by (seed, micro-step, rank)), the
+    optimiser/schedule step and the EMA update. Returns (global loss, local loss, lr used, EMA decay)."""
+    o, m = cfg.optim, cfg.masking
+    g_sum = l_sum = 0.0
+    for a in range(o.grad_accum):
+        micro = step * o.grad_accum + a
+        wave = next(it).to(dev, non_blocking=True)
+        clean = data.spectrogram(wave)
+        gen = torch.Generator().manual_seed(_seed(cfg.run.seed, 3, micro, dctx.rank))
+        masks = inverse_block_masks(
+            clean.shape[0] * m.num_views,
+            cfg.grid,
+            mask_ratio=m.mask_ratio,
+            block_size=m.block_size,
+            centre_prob_adjust=m.centre_prob_adjust,
+            generator=gen,
+        ).to(dev)
+        sync = model.no_sync() if (dctx.enabled and a < o.grad_accum - 1) else contextlib.nullcontext()
+        with sync:
+            g_loss, l_loss = forward_losses(model, teacher_fwd, clean, masks, m.num_views, autocast)
+            ((g_loss + l_loss) / o.grad_accum).backward()
+        g_sum += g_loss.item() / o.grad_accum
+        l_sum += l_loss.item() / o.grad_accum
+    if not math.isfinite(g_sum + l_sum):
+        raise ProbekitError(
+            f"pretraining diverged at step {step}: loss {g_sum + l_sum} (global {g_sum}, local {l_sum})",
+            hint="lower optim.lr or lengthen optim.warmup_steps; resume from the last checkpoint",
+        )
+    if o.clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(st.student.parameters(), o.clip_norm)
+    lr_used = st.optimizer.param_groups[0]["lr"]
+    st.optimizer.step()
+    st.scheduler.step()
+    st.optimizer.zero_grad(set_to_none=True)
+    decay = ema_decay_at(
+        step, decay_start=cfg.ema.decay_start, decay_end=cfg.ema.decay_end, warmup_steps=cfg.ema.warmup_steps
+    )
+    ema_update(st.teacher, st.student.encoder, decay)
+    return g_sum, l_sum, lr_used, decay
+
+
+class _Log:
+    """Loss averages between log rows (all-reduced over ranks), log.csv, TensorBoard and the bar."""
+
+    def __init__(self, out: Path, start_step: int, dctx: _Dist, dev: torch.device, t_start: float):
+        self.dctx, self.dev, self.t_start = dctx, dev, t_start
+        self.csv = _CsvLog(out / "log.csv", start_step, LOG_COLUMNS) if dctx.is_main else None
+        self.tb = _tensorboard(out) if dctx.is_main else None
+        self.sums = torch.zeros(2, dtype=torch.float64)
+        self.n, self.last_loss = 0, float("nan")
+        self.t_window, self.steps_window = time.perf_counter(), 0
+
+    def add(self, g: float, l: float) -> None:  # noqa: E741 - the local loss
+        self.steps_window += 1
+        self.sums += torch.tensor([g, l], dtype=torch.float64)
+        self.n += 1
+
+    def row(self, step: int, lr_used: float, decay: float, bar, task) -> None:
+        """Write one row: the mean losses since the last row, lr, EMA decay, steps/s."""
+        if self.dctx.enabled:
+            red = torch.tensor([self.sums[0], self.sums[1], self.n], dtype=torch.float64, device=self.dev)
+            dist.all_reduce(red)
+            g_avg, l_avg = (red[0] / red[2]).item(), (red[1] / red[2]).item()
+        else:
+            g_avg, l_avg = (self.sums[0] / self.n).item(), (self.sums[1] / self.n).item()
+        now = time.perf_counter()
+        rate = self.steps_window / max(now - self.t_window, 1e-9)
+        self.last_loss = g_avg + l_avg
+        row = {
+            "step": step,
+            "loss": f"{self.last_loss:.6f}",
+            "global_loss": f"{g_avg:.6f}",
+            "local_loss": f"{l_avg:.6f}",
+            "lr": f"{lr_used:.6e}",
+            "ema_decay": f"{decay:.7f}",
+            "steps_per_s": f"{rate:.4f}",
+            "elapsed_s": f"{now - self.t_start:.1f}",
+        }
+        if self.csv is not None:
+            self.csv.write(row)
+        if self.tb is not None:
+            for k in ("loss", "global_loss", "local_loss", "lr", "ema_decay", "steps_per_s"):
+                self.tb.add_scalar(f"pretrain/{k}", float(row[k]), step)
+        bar.update(
+            task,
+            completed=step,
+            info=f"loss {self.last_loss:.4f} (g {g_avg:.3f} l {l_avg:.3f}) lr {lr_used:.2e} "
+            f"ema {decay:.5f} {rate:.2f} step/s",
+        )
+        self.sums.zero_()
+        self.n, self.t_window, self.steps_window = 0, now, 0
+
+
+def _save(st: _State, cfg: PretrainConfig, dctx: _Dist, out: Path, step_done: int) -> None:
+    """Write a resumable checkpoint (rank 0) and keep the newest `run.keep_checkpoints`."""
+    if not dctx.is_main:
+        return
+    path = out / "checkpoints" / f"step_{step_done:07d}.pt"
+    blob = st.checkpoint(cfg, dctx, step_done)
+    atomic_write(path, lambda f: torch.save(blob, f), binary=True)
+    for old in checkpoint_paths(out)[: -max(1, cfg.run.keep_checkpoints)]:
+        old.unlink(missing_ok=True)
+
+
+def _out_of_time(deadline: float | None, dctx: _Dist, dev: torch.device) -> bool:
+    out_of_time = deadline is not None and time.perf_counter() >= deadline
+    if dctx.enabled and deadline is not None:  # every rank must stop at the same step
+        flag = torch.tensor([1.0 if out_of_time else 0.0], device=dev)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        out_of_time = bool(flag.item())
+    return out_of_time
+
+
+def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output, progress, probe_fn):
+    """The pretraining run behind `pretrain`: restore or initialise, build the data, then step, log,
+    probe and checkpoint until `end_step` (or the wall-clock budget), and export the encoder when done."""
+    t_start = time.perf_counter()
+    o = cfg.optim
+    st = _restore_or_init(cfg, out, dctx, dev, resume)
+    model, teacher_fwd, autocast = _wrap(st, cfg, dctx, dev)
+    data = _build_data(cfg, clips, dctx, dev, st.start_step, progress)
+    end_step = o.steps if stop_after is None else min(o.steps, stop_after)
+    log = _Log(out, st.start_step, dctx, dev, t_start)
     if probe_fn is None and cfg.run.probe_every > 0 and dctx.is_main:
         from probekit.pretrain.monitor import make_probe_fn
 
         probe_fn = make_probe_fn(cfg, device=dev)
-    probe_csv = out / "probe.csv"
+    prober = None if probe_fn is None else _Prober(probe_fn, cfg, out, log.tb, st)
 
-    def save(step_done: int) -> None:
-        if not dctx.is_main:
-            return
-        state = {
-            "student": student.state_dict(),
-            "teacher": teacher.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step_done,
-            "config": cfg.to_dict(),
-            "rng": _rng_state(),
-            "world_size": dctx.world_size,
-            "probe_history": probe_history,
-            "best": best,
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        path = out / "checkpoints" / f"step_{step_done:07d}.pt"
-        _atomic_torch_save(state, path)
-        for old in checkpoint_paths(out)[: -max(1, cfg.run.keep_checkpoints)]:
-            old.unlink(missing_ok=True)
-
-    # ---- loop
-    it = iter(loader)
-    num_views, grid = m.num_views, cfg.grid
-    sums = torch.zeros(2, dtype=torch.float64)
-    n_logged, last_loss = 0, float("nan")
-    t_window, steps_window = time.perf_counter(), 0
+    it = iter(data.loader)
+    log.t_window = time.perf_counter()
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
-    step = start_step
-    student.train()
+    step = st.start_step
+    st.student.train()
     with _progress(progress and dctx.is_main) as bar:
-        task = bar.add_task(f"pretrain {cfg.name}", total=end_step, completed=start_step, info="")
+        task = bar.add_task(f"pretrain {cfg.name}", total=end_step, completed=st.start_step, info="")
         while step < end_step:
-            g_sum = l_sum = 0.0
-            for a in range(o.grad_accum):
-                micro = step * o.grad_accum + a
-                wave = next(it).to(dev, non_blocking=True)
-                clean = spectrogram(wave)
-                gen = torch.Generator().manual_seed(_seed(cfg.run.seed, 3, micro, dctx.rank))
-                masks = inverse_block_masks(
-                    clean.shape[0] * num_views,
-                    grid,
-                    mask_ratio=m.mask_ratio,
-                    block_size=m.block_size,
-                    centre_prob_adjust=m.centre_prob_adjust,
-                    generator=gen,
-                ).to(dev)
-                sync = (
-                    model.no_sync() if (dctx.enabled and a < o.grad_accum - 1) else contextlib.nullcontext()
-                )
-                with sync:
-                    g_loss, l_loss = forward_losses(model, teacher_fwd, clean, masks, num_views, autocast)
-                    ((g_loss + l_loss) / o.grad_accum).backward()
-                g_sum += g_loss.item() / o.grad_accum
-                l_sum += l_loss.item() / o.grad_accum
-            if not math.isfinite(g_sum + l_sum):
-                raise ProbekitError(
-                    f"pretraining diverged at step {step}: loss {g_sum + l_sum} (global {g_sum}, local {l_sum})",
-                    hint="lower optim.lr or lengthen optim.warmup_steps; resume from the last checkpoint",
-                )
-            if o.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_norm)
-            lr_used = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            decay = ema_decay_at(
-                step,
-                decay_start=cfg.ema.decay_start,
-                decay_end=cfg.ema.decay_end,
-                warmup_steps=cfg.ema.warmup_steps,
-            )
-            ema_update(teacher, student.encoder, decay)
+            g, l, lr_used, decay = _step(step, it, st, model, teacher_fwd, autocast, data, cfg, dctx, dev)  # noqa: E741
             step += 1
-            steps_window += 1
-            sums += torch.tensor([g_sum, l_sum], dtype=torch.float64)
-            n_logged += 1
-
-            out_of_time = deadline is not None and time.perf_counter() >= deadline
-            if dctx.enabled and deadline is not None:  # every rank must stop at the same step
-                flag = torch.tensor([1.0 if out_of_time else 0.0], device=dev)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
-
+            log.add(g, l)
+            out_of_time = _out_of_time(deadline, dctx, dev)
             if step % cfg.run.log_every == 0 or step == end_step or out_of_time:
-                if dctx.enabled:
-                    red = torch.tensor([sums[0], sums[1], n_logged], dtype=torch.float64, device=dev)
-                    dist.all_reduce(red)
-                    g_avg, l_avg = (red[0] / red[2]).item(), (red[1] / red[2]).item()
-                else:
-                    g_avg, l_avg = (sums[0] / n_logged).item(), (sums[1] / n_logged).item()
-                now = time.perf_counter()
-                rate = steps_window / max(now - t_window, 1e-9)
-                last_loss = g_avg + l_avg
-                row = {
-                    "step": step,
-                    "loss": f"{last_loss:.6f}",
-                    "global_loss": f"{g_avg:.6f}",
-                    "local_loss": f"{l_avg:.6f}",
-                    "lr": f"{lr_used:.6e}",
-                    "ema_decay": f"{decay:.7f}",
-                    "steps_per_s": f"{rate:.4f}",
-                    "elapsed_s": f"{now - t_start:.1f}",
-                }
-                if csv_log is not None:
-                    csv_log.write(row)
-                if tb is not None:
-                    for k in ("loss", "global_loss", "local_loss", "lr", "ema_decay", "steps_per_s"):
-                        tb.add_scalar(f"pretrain/{k}", float(row[k]), step)
-                bar.update(
-                    task,
-                    completed=step,
-                    info=f"loss {last_loss:.4f} (g {g_avg:.3f} l {l_avg:.3f}) lr {lr_used:.2e} "
-                    f"ema {decay:.5f} {rate:.2f} step/s",
-                )
-                sums.zero_()
-                n_logged, t_window, steps_window = 0, now, 0
-
-            if (
-                probe_fn is not None
-                and dctx.is_main
-                and cfg.run.probe_every > 0
-                and (step % cfg.run.probe_every == 0 or step == end_step)
-            ):
-                best = _probe(probe_fn, cfg, student, teacher, step, probe_history, probe_csv, out, best, tb)
-                student.train()
-
+                log.row(step, lr_used, decay, bar, task)
+            if (prober is not None and dctx.is_main and cfg.run.probe_every > 0
+                    and (step % cfg.run.probe_every == 0 or step == end_step)):
+                prober(step)
+                st.student.train()
             if step % cfg.run.save_every == 0 or step == end_step or out_of_time:
-                save(step)
+                _save(st, cfg, dctx, out, step)
             if out_of_time:
                 break
 
-    if tb is not None:
-        tb.close()
+    if log.tb is not None:
+        log.tb.close()
     exported = None
     finished = step >= o.steps or (stop_after is None)
     if dctx.is_main and finished:
         exported = Path(output) if output is not None else out / f"{cfg.name}.safetensors"
-        encoder = student.encoder if cfg.run.export == "student" else teacher
-        meta = _run_metadata(cfg, step, clips, time.perf_counter() - t_start, dctx.world_size, last_loss)
+        encoder = st.student.encoder if cfg.run.export == "student" else st.teacher
+        meta = _run_metadata(cfg, step, data.clips, time.perf_counter() - t_start, dctx.world_size, log.last_loss)
         export_encoder(encoder, exported, cfg, meta)
-        write_card(exported.with_suffix(".md"), cfg, meta, probe_history)
+        write_card(exported.with_suffix(".md"), cfg, meta, st.probe_history)
     if dctx.enabled:
         dist.barrier()
-    best_path = out / "best.safetensors" if best is not None else None
+    best_path = out / "best.safetensors" if st.best is not None else None
     return PretrainResult(
         out_dir=out,
         step=step,
         checkpoint=exported,
-        log_csv=log_csv,
-        last_loss=last_loss,
+        log_csv=out / "log.csv",
+        last_loss=log.last_loss,
         seconds=time.perf_counter() - t_start,
         best_checkpoint=best_path,
-        probe_history=probe_history,
+        probe_history=st.probe_history,
     )
 
 
@@ -627,33 +668,43 @@ def _run_metadata(
     }
 
 
-def _probe(probe_fn, cfg, student, teacher, step, history, probe_csv, out, best, tb):
-    encoder = student.encoder if cfg.run.export == "student" else teacher
-    encoder.eval()
-    with torch.no_grad():
-        scores = dict(probe_fn(encoder, step))
-    row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in scores.items()}}
-    history.append(row)
-    new_file = not probe_csv.exists()
-    with probe_csv.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new_file:
-            w.writeheader()
-        w.writerow(row)
-    if tb is not None:
-        for k, v in scores.items():
-            if isinstance(v, (int, float)):
-                tb.add_scalar(f"probe/{k}", float(v), step)
-    score = float(scores.get("score", float("nan")))
-    if math.isfinite(score) and (best is None or score > best["score"]):
-        best = {"score": score, "step": step}
-        meta = {
-            "config_name": cfg.name,
-            "steps": step,
-            "dataset": cfg.data.dataset,
-            "split": cfg.data.split,
-            "probe": json.dumps(row),
-            "encoder": cfg.run.export,
-        }
-        export_encoder(encoder, out / "best.safetensors", cfg, meta)
-    return best
+class _Prober:
+    """The probe in the loop: scores the encoder every `run.probe_every` steps, appends probe.csv and
+    TensorBoard, and keeps the best-scoring encoder as best.safetensors (its score is the probe's
+    validation part of the probe dataset, see `probekit.pretrain.monitor`)."""
+
+    def __init__(self, probe_fn: Callable[[nn.Module, int], dict], cfg: PretrainConfig, out: Path, tb,
+                 st: _State):
+        self.probe_fn, self.cfg, self.out, self.tb, self.st = probe_fn, cfg, out, tb, st
+        self.csv = out / "probe.csv"
+
+    def __call__(self, step: int) -> None:
+        cfg, st = self.cfg, self.st
+        encoder = st.student.encoder if cfg.run.export == "student" else st.teacher
+        encoder.eval()
+        with torch.no_grad():
+            scores = dict(self.probe_fn(encoder, step))
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in scores.items()}}
+        st.probe_history.append(row)
+        new_file = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new_file:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in scores.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"probe/{k}", float(v), step)
+        score = float(scores.get("score", float("nan")))
+        if math.isfinite(score) and (st.best is None or score > st.best["score"]):
+            st.best = {"score": score, "step": step}
+            meta = {
+                "config_name": cfg.name,
+                "steps": step,
+                "dataset": cfg.data.dataset,
+                "split": cfg.data.split,
+                "probe": json.dumps(row),
+                "encoder": cfg.run.export,
+            }
+            export_encoder(encoder, self.out / "best.safetensors", cfg, meta)

@@ -20,6 +20,7 @@ class MHCA(Probe):
     -> LayerNorm(eps 1e-6) -> Dropout -> Linear. Heads default to the backbone's (D // 64)."""
 
     name = "mhca"
+    display_name = "MHCA"
     description = "Multi-head cross-attention pooling (AIM style): one learned query over the patch tokens"
     search_space: ClassVar[dict[str, Param]] = {"dropout": Float(0.0, 0.5)}
 

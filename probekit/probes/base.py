@@ -2,8 +2,16 @@
 
 A probe is an `nn.Module` with explicit keyword hyperparameters (scikit-learn style) that declares which
 tokens it reads (`request`), maps a `TokenBatch` to logits, and says which of its parameters get weight
-decay. Probes register themselves with `@register_probe`; `make_probe(name, ...)` builds one with the
-shape arguments that come from the data (layers, width, classes, heads) plus its own hyperparameters.
+decay. Probes register themselves with `@register_probe` into `PROBES` (a `probekit._registry.Registry`);
+`make_probe(name, ...)` builds one with the shape arguments that come from the data (layers, width,
+classes, heads) plus its own hyperparameters.
+
+A probe also declares what readers of its results need, so nothing outside `probes/` tests probe names:
+`display_name` (tables), `head_names()` (one name per output head: the layer sweep's "block1", ...) and
+`report()` (extra facts for records, e.g. CGP's learned gates).
+
+Importing this module imports the package `probekit.probes` first (Python imports parents first), and
+the package imports every built-in probe module, so the registry is always filled; no import cycle.
 
 Parameter names follow the official BAT heads (`prototype_vectors`, `block_attention`, `fc`, `ln`), so an
 official head's state dict loads with `probe.load_state_dict(...)` (4-D prototype tensors are reshaped).
@@ -18,11 +26,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from probekit._registry import Registry
 from probekit.errors import ProbeError, suggest
+from probekit.probes.constraints import BOOL, Interval, Options, check_params, check_space
 from probekit.probes.space import Choice, Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
-PROBES: dict[str, type[Probe]] = {}
+
+class _ProbeRegistry(Registry):
+    """The probe Registry; `PROBES[name]` still reads as the dict it used to be."""
+
+    def __getitem__(self, name: str):
+        return self.get(name)
+
+
+PROBES: Registry[type[Probe]] = _ProbeRegistry("probe", ProbeError, hint="probekit.probes.list_probes() names them")
 
 # Constructor arguments that come from the data, not from the user.
 SHAPE_ARGS = ("num_layers", "embed_dim", "num_classes", "num_heads")
@@ -32,15 +50,16 @@ def register_probe(cls: type[Probe]) -> type[Probe]:
     """Class decorator: add a probe class to `PROBES` under `cls.name`."""
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
-    if cls.name in PROBES and PROBES[cls.name] is not cls:
+    if cls.name in PROBES and PROBES.get(cls.name) is not cls:
         raise TypeError(
-            f"probe name {cls.name!r} registered twice ({PROBES[cls.name].__name__}, {cls.__name__})"
+            f"probe name {cls.name!r} registered twice ({PROBES.get(cls.name).__name__}, {cls.__name__})"
         )
     hp = cls.hparam_names()
-    unknown = set(cls.search_space) - set(hp)
+    unknown = (set(cls.search_space) | set(cls.param_constraints)) - set(hp)
     if unknown:
         raise TypeError(f"{cls.__name__}.search_space names non-constructor arguments: {sorted(unknown)}")
-    PROBES[cls.name] = cls
+    check_space(cls.__name__, cls.search_space, cls.param_constraints_of(), TypeError)
+    PROBES.register(cls.name, cls)
     return cls
 
 
@@ -53,8 +72,12 @@ class Probe(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # the name in tables (default: `name`)
     description: ClassVar[str] = ""
     search_space: ClassVar[dict[str, Param]] = {}
+    # What each hyperparameter accepts (`probekit.probes.constraints`); the rest is derived from
+    # `search_space` and the defaults' types by `param_constraints_of`.
+    param_constraints: ClassVar[dict[str, list]] = {}
     num_outputs: int = 1  # >1: forward returns (B, num_outputs, C), one head per output (the layer sweep)
 
     request: TokenRequest
@@ -77,6 +100,41 @@ class Probe(nn.Module):
     def _store_hparams(self, local_vars: dict[str, Any]) -> None:
         self.shape_args = {k: local_vars[k] for k in SHAPE_ARGS if k in local_vars}
         self.hparams = {k: local_vars[k] for k in self.hparam_names()}
+
+    @classmethod
+    def param_constraints_of(cls) -> dict[str, list]:
+        """Declared constraints per hyperparameter: explicit ones, else the search space's kind (Int,
+        Float, Choice), else the default's type (bool, int, float). Other hyperparameters (strings,
+        layer lists) are checked by the constructor."""
+        out: dict[str, list] = {}
+        for key, default in cls.hparam_defaults().items():
+            spec = cls.search_space.get(key)
+            if key in cls.param_constraints:
+                out[key] = list(cls.param_constraints[key])
+            elif isinstance(spec, Choice):
+                out[key] = [Options(tuple(spec.choices))]
+            elif isinstance(default, bool):
+                out[key] = [BOOL]
+            elif isinstance(spec, Int) or (spec is None and isinstance(default, int)):
+                out[key] = [Interval("int")]
+            elif isinstance(spec, Float) or isinstance(default, float):
+                out[key] = [Interval("real")]
+        return out
+
+    def head_names(self) -> list[str]:
+        """One name per output head, in output order (single-head probes: their own name)."""
+        if self.num_outputs == 1:
+            return [self.name]
+        return [f"head{i + 1}" for i in range(self.num_outputs)]
+
+    def report(self) -> dict[str, Any]:
+        """Facts of the trained probe worth keeping in a result record (JSON values); none by default."""
+        return {}
+
+    @classmethod
+    def label(cls) -> str:
+        """The name shown in tables."""
+        return cls.display_name or cls.name
 
     def get_params(self) -> dict[str, Any]:
         """Shape arguments and hyperparameters: `type(p)(**p.get_params())` builds an untrained twin."""
@@ -144,39 +202,11 @@ class Probe(nn.Module):
 # ---- factory ------------------------------------------------------------------------------------
 def list_probes() -> list[str]:
     """Registered probe names, sorted."""
-    _ensure_registered()
-    return sorted(PROBES)
+    return PROBES.names()
 
 
 def get_probe_class(name: str) -> type[Probe]:
-    _ensure_registered()
-    if name not in PROBES:
-        raise ProbeError(f"unknown probe {name!r}", hint=suggest(name, PROBES))
-    return PROBES[name]
-
-
-def _check_value(probe: str, key: str, value: Any, spec: Param | None, default: Any) -> None:
-    if isinstance(spec, Choice):
-        if value not in spec.choices:
-            raise ProbeError(
-                f"probe {probe!r}: {key}={value!r} is not one of {list(spec.choices)}",
-                hint=f"pass one of {list(spec.choices)}",
-            )
-        return
-    if isinstance(spec, (Int, Float)) or isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ProbeError(
-                f"probe {probe!r}: {key}={value!r} must be a number", hint=f"default is {default!r}"
-            )
-        integral = isinstance(spec, Int) or (spec is None and isinstance(default, int))
-        if integral and float(value) != int(value):
-            raise ProbeError(
-                f"probe {probe!r}: {key}={value!r} must be an integer", hint=f"default is {default!r}"
-            )
-    if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
-        raise ProbeError(
-            f"probe {probe!r}: {key}={value!r} must be true or false", hint=f"default is {default!r}"
-        )
+    return PROBES.get(name)
 
 
 def make_probe(
@@ -210,7 +240,11 @@ def make_probe(
                 f"probe {name!r} has no hyperparameter {key!r}",
                 hint=suggest(key, known) if known else "it takes no hyperparameters",
             )
-        _check_value(name, key, value, cls.search_space.get(key), cls.hparam_defaults()[key])
+    defaults = cls.hparam_defaults()
+    for key, allowed in cls.param_constraints_of().items():
+        if key in hparams:
+            check_params(f"probe {name!r}", {key: hparams[key]}, {key: allowed}, ProbeError,
+                         hint=f"default is {defaults[key]!r}")
     for key, value in (("num_layers", num_layers), ("embed_dim", embed_dim), ("num_classes", num_classes)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ProbeError(f"probe {name!r}: {key}={value!r} must be a positive integer")
@@ -238,8 +272,3 @@ def make_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return build()
-
-
-def _ensure_registered() -> None:
-    # The concrete probe modules register on import; importing the package imports them all.
-    import probekit.probes  # noqa: F401

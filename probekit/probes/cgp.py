@@ -37,6 +37,11 @@ class _GatedMixin:
         """0-based block index of each gate."""
         return self.request.resolve(num_layers or self.shape_args["num_layers"])
 
+    def report(self) -> dict:
+        """The learned gates and the block each reads (records keep them; `plot gates` draws them)."""
+        return {"gates": [float(x) for x in np.asarray(self.gate_weights()).ravel()],
+                "gate_layers": [int(x) for x in self.gate_layers()]}
+
 
 @register_probe
 class CGP(_GatedMixin, Probe):
@@ -47,6 +52,7 @@ class CGP(_GatedMixin, Probe):
     """
 
     name = "cgp"
+    display_name = "CGP"
     description = (
         "Convex Gated Probing: softmax-gated layer mix, K cosine prototypes, [min, cls, max] features"
     )
@@ -104,6 +110,7 @@ class LinearCGP(_GatedMixin, Probe):
     """Softmax-gated sum of raw per-layer cls tokens (or patch means) -> [LayerNorm] -> Dropout -> Linear."""
 
     name = "lcgp"
+    display_name = "LinearCGP"
     description = "Linear CGP: softmax-gated sum of per-layer cls tokens, then a linear classifier"
     search_space: ClassVar[dict[str, Param]] = {
         "dropout": Float(0.0, 0.5),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from probekit._io import atomic_write_bytes
 from probekit.errors import ProbeError
 from probekit.probes.base import Probe, make_probe
 
@@ -47,8 +47,6 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metadata: dict[str, Any
     Returns:
         The written path.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(probe, Probe) or not probe.name:
         raise ProbeError(f"save_probe takes a registered probe, got {type(probe).__name__}")
     path = Path(path)
@@ -67,16 +65,10 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metadata: dict[str, Any
         ) from None
     # safetensors refuses tensors that share memory; clone so tied weights save too
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in probe.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: text, "format": "probekit-probe"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from safetensors.torch import save
+
+    data = save(tensors, metadata={_META_KEY: text, "format": "probekit-probe"})
+    return atomic_write_bytes(path, data)
 
 
 def read_probe_header(path: str | os.PathLike) -> dict[str, Any]:

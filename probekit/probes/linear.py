@@ -35,6 +35,7 @@ class LinearProbe(_Pooled, Probe):
     """Last-layer cls (or patch mean) -> LayerNorm(eps 1e-6, optional) -> Dropout -> Linear."""
 
     name = "linear"
+    display_name = "LP"
     description = "Linear probe on the last layer's cls token (patch mean without cls), LayerNorm + dropout"
     search_space: ClassVar[dict[str, Param]] = {
         "dropout": Float(0.0, 0.5),
@@ -69,6 +70,7 @@ class MLPProbe(_Pooled, Probe):
     """cls (or patch mean) -> [LayerNorm] -> Linear(D, hidden) -> ReLU -> Dropout -> Linear(hidden, C)."""
 
     name = "mlp"
+    display_name = "MLP"
     description = "Two-layer MLP (hidden 512, ReLU) on the last layer's cls token"
     search_space: ClassVar[dict[str, Param]] = {
         "hidden_dim": Int(128, 2048, log=True),
@@ -110,6 +112,7 @@ class LayerSweep(_Pooled, Probe):
     Gives one score per block -- the per-layer curve next to CGP's learned gates."""
 
     name = "layers"
+    display_name = "layers"
     description = "Per-block linear sweep: one linear probe per layer in one pass, one score per block"
     search_space: ClassVar[dict[str, Param]] = {"dropout": Float(0.0, 0.5)}
 
@@ -140,6 +143,10 @@ class LayerSweep(_Pooled, Probe):
             )
             for _ in self.block_indices
         )
+
+    def head_names(self) -> list[str]:
+        """One head per read block, 1-based as the paper's figures: "block1", "block2", ..."""
+        return [f"block{b + 1}" for b in self.block_indices]
 
     def forward(self, batch: TokenBatch) -> Tensor:
         x = self._pooled(batch)  # (B, L, D)

@@ -29,6 +29,7 @@ class Protobin(Probe):
     """
 
     name = "protobin"
+    display_name = "Protobin"
     description = (
         "Protobin: binarised class-agnostic prototypes, max-pooled cosine over the last layer's patches"
     )
@@ -101,6 +102,7 @@ class ClassProto(Probe):
     """
 
     name = "proto"
+    display_name = "proto"
     description = (
         "Class-bound prototypes (Bird-MAE): J per class, ReLU cosine, max over tokens, orthogonality loss"
     )

@@ -45,12 +45,22 @@ DATASET_NAMES = {
     "as2m": "AS-2M", "as20k": "AS-20k", "esc50": "ESC-50", "sc2": "SC-2", "sc2-35": "SC-2 (35)",
     "fsd50k": "FSD50K", "fsdd": "FSDD",
 }
-PROBE_NAMES = {
-    "finetune": "FT", "cgp": "CGP", "protobin": "Protobin", "proto": "proto", "mhca": "MHCA", "mlp": "MLP",
-    "lcgp": "LinearCGP", "linear": "LP", "layers": "layers",
-}
+
+
+class _ProbeNames(dict):
+    """Probe display names as each probe class declares them (`Probe.display_name`); plugins join too."""
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        from probekit.probes import PROBES  # lazily: tables of records need no torch until shown
+
+        return PROBES.get(key).label() if key in PROBES else default
+
+
+PROBE_NAMES = _ProbeNames(finetune="FT")  # fine-tuning is no probe
 _DATASET_ORDER = list(DATASET_NAMES)
-_PROBE_ORDER = list(PROBE_NAMES)
+_PROBE_ORDER = ["finetune", "cgp", "protobin", "proto", "mhca", "mlp", "lcgp", "linear", "layers"]
 # A backbone pretrained on the left saw (the clips of) the datasets on the right.
 _COVERS = {"as2m": {"as2m", "as20k"}, "audioset": {"as2m", "as20k"}}
 

@@ -66,14 +66,14 @@ def gate_curves(
         if wanted and r.backbone.name.lower() not in wanted and r.backbone.label.lower() not in wanted:
             continue
         label = r.backbone.label if dataset else f"{r.backbone.label} / {r.dataset}"
-        if r.probe in ("cgp", "lcgp"):
+        if any("gates" in s.extras for s in r.seeds):  # what the probe reported of itself (CGP, LinearCGP)
             g = _seed_mean(r, "gates")
             if g is not None:
                 out.setdefault(label, {})["gates"] = g
                 blocks = r.seeds[0].extras.get("gate_layers")
                 if blocks is not None and len(blocks) == len(g):
                     out[label]["gate_blocks"] = np.asarray(blocks) + 1  # 1-based block numbers, as Figure 4
-        elif r.probe == "layers":
+        elif any("layer_scores" in s.extras for s in r.seeds):  # a multi-head probe's per-head test curve
             s = _seed_mean(r, "layer_scores")
             if s is not None:
                 out.setdefault(label, {})["layer_scores"] = s

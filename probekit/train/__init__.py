@@ -3,7 +3,7 @@
 from probekit.train.data import ConcatTokens, holdout_split
 from probekit.train.fit import FitResult, TrainConfig, evaluate_scores, fit, lr_at, predict
 from probekit.train.losses import AsymmetricLoss, make_loss
-from probekit.train.metrics import compute_metrics, primary_value
+from probekit.train.metrics import EvalResult, compute_metrics, primary_value
 from probekit.train.protocols import (
     PROTOCOLS,
     Protocol,
@@ -12,11 +12,13 @@ from probekit.train.protocols import (
     list_protocols,
     run_protocol,
 )
+from probekit.train.schedule import warmup_cosine
 
 __all__ = [
     "PROTOCOLS",
     "AsymmetricLoss",
     "ConcatTokens",
+    "EvalResult",
     "FitResult",
     "Protocol",
     "ProtocolResult",
@@ -32,4 +34,5 @@ __all__ = [
     "predict",
     "primary_value",
     "run_protocol",
+    "warmup_cosine",
 ]

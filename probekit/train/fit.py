@@ -9,14 +9,13 @@ optuna.TrialPruned there; exceptions propagate), and resumable checkpoints: a ru
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from probekit._device import resolve_device
+from probekit._io import atomic_write
 from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
+from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
 from probekit.train.losses import LOSSES, make_loss
-from probekit.train.metrics import compute_metrics, primary_value
+from probekit.train.metrics import EvalResult, evaluate_scores
+from probekit.train.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "fit_state.pt"
 _CHECKPOINT_VERSION = 1
+
+
+_POS, _NONNEG = Interval("real", 0, None, "neither"), Interval("real", 0, None)
+_POS_INT = Interval("int", 1, None)
+# What each TrainConfig field accepts (types first: `probe --set lr=abc` must not reach `lr > 0`).
+TRAIN_CONSTRAINTS: dict[str, list[Any]] = {
+    "lr": [_POS], "weight_decay": [_NONNEG], "batch_size": [_POS_INT], "steps": [_POS_INT, None],
+    "epochs": [_POS, None], "warmup_steps": [Interval("int", 0, None)],
+    "warmup_fraction": [Interval("real", 0, 1, "left"), None], "min_lr": [_NONNEG],
+    "betas": [Pair(Interval("real", 0, 1, "left"))], "loss": [Options(LOSSES)],
+    "asl_gamma_neg": [_NONNEG], "asl_gamma_pos": [_NONNEG], "asl_clip": [_NONNEG], "asl_eps": [_NONNEG],
+    "asl_reduction": [Options(("mean", "sum"))], "label_smoothing": [Interval("real", 0, 1, "left")],
+    "selection": [Options(("last", "best_val"))], "eval_every": [_POS_INT, None],
+    "eval_batch_size": [_POS_INT], "log_every": [_POS_INT], "checkpoint_every": [_POS_INT],
+    "drop_last": [BOOL], "seed": [Interval("int")], "device": [str], "amp": [BOOL],
+    "num_threads": [Interval("int", 0, None), None],
+}
 
 
 @dataclass
@@ -66,35 +86,17 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads during the run (restored after)
 
     def validate(self) -> None:
+        """Refuse a value of the wrong type or range, naming the key and the value (ConfigError)."""
+
         def bad(msg: str, hint: str | None = None):
             raise ConfigError(f"TrainConfig: {msg}", hint=hint)
 
-        if not self.lr > 0:
-            bad(f"lr={self.lr} must be > 0")
-        if self.weight_decay < 0:
-            bad(f"weight_decay={self.weight_decay} must be >= 0")
-        if self.batch_size < 1:
-            bad(f"batch_size={self.batch_size} must be >= 1")
-        if self.epochs is None and (self.steps is None or self.steps < 1):
+        check_params("TrainConfig", dataclasses.asdict(self), TRAIN_CONSTRAINTS, ConfigError)
+        if self.epochs is None and self.steps is None:
             bad("give steps >= 1 or epochs > 0")
-        if self.epochs is not None and not self.epochs > 0:
-            bad(f"epochs={self.epochs} must be > 0")
-        if self.warmup_steps < 0:
-            bad(f"warmup_steps={self.warmup_steps} must be >= 0")
-        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
-            bad(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
-        if self.min_lr < 0:
-            bad(f"min_lr={self.min_lr} must be >= 0")
-        if self.loss not in LOSSES:
-            bad(f"loss={self.loss!r} is not one of {LOSSES}")
-        if self.selection not in ("last", "best_val"):
-            bad(f"selection={self.selection!r} must be 'last' or 'best_val'")
-        if self.eval_every is not None and self.eval_every < 1:
-            bad(f"eval_every={self.eval_every} must be >= 1")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            bad("checkpoint_every and log_every must be >= 1")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             bad(f"device={self.device!r} must be auto, cpu or cuda[:N]")
+
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (unknown names raise ConfigError)."""
@@ -121,17 +123,17 @@ class TrainConfig:
         return max(1, total), min(warm, total), per_epoch
 
 
+def check_search_space(probe_cls: type[Probe], space: dict[str, Any]) -> None:
+    """Refuse a tuning search space (probe hyperparameters and TrainConfig fields) holding a value the
+    probe or TrainConfig would refuse -- before a study starts (redteam #77: `--space lr=abc`)."""
+    constraints = {**TRAIN_CONSTRAINTS, **probe_cls.param_constraints_of()}
+    check_space(f"probe {probe_cls.name!r}", space, constraints, ConfigError)
+
+
 def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
-    """Learning rate of optimizer step `step` (0-based), as the official `RiseRunDecay` scheduler:
-    linear warmup from 0 over `warmup_steps`, then cosine to 0 at `total_steps`, floored at `min_lr`."""
-    if warmup_steps > 0 and step <= warmup_steps:
-        factor = step / warmup_steps
-    elif step <= warmup_steps:
-        factor = 1.0
-    else:
-        decay = total_steps - warmup_steps
-        factor = 0.0 if decay == 0 else 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / decay))
-    return max(min_lr, base_lr * factor)
+    """Learning rate of optimizer step `step` (0-based): `probekit.train.schedule.warmup_cosine`
+    (the official `RiseRunDecay`) under the TrainConfig names."""
+    return warmup_cosine(step, peak=base_lr, floor=min_lr, warmup=warmup_steps, total=total_steps)
 
 
 @dataclass
@@ -144,10 +146,9 @@ class FitResult:
     history: list[dict[str, Any]]
     val_score: float | None
     seconds: float
-    val_metrics: dict[str, Any] | None = None
+    val_metrics: EvalResult | None = None
     config: TrainConfig | None = None
     resumed_from: int | None = None  # the step a checkpoint resumed from
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(groups: list[dict[str, Any]], *, lr: float, betas: tuple[float, float] = (0.9, 0.999)):
@@ -161,17 +162,6 @@ def make_optimizer(groups: list[dict[str, Any]], *, lr: float, betas: tuple[floa
         except (RuntimeError, TypeError):  # older torch or unsupported device: the default implementation
             pass
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} requested but CUDA is not available", hint="use device='auto' or 'cpu'"
-        )
-    return dev
 
 
 def _probe_device(probe: Probe) -> torch.device:
@@ -217,23 +207,11 @@ def predict(
     return torch.cat(out).numpy()
 
 
-def evaluate_scores(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict[str, Any]:
-    """compute_metrics, extended to multi-head scores (n, H, C): then the top level holds the last head's
-    metrics and "per_head" every head's (the layer sweep's per-block curve)."""
-    if scores.ndim == 2:
-        return compute_metrics(scores, labels, multilabel)
-    per = [compute_metrics(scores[:, h], labels, multilabel) for h in range(scores.shape[1])]
-    out = dict(per[-1])
-    out["per_head"] = per
-    out["per_head_primary"] = [primary_value(m) for m in per]
-    return out
-
-
-def _selection_value(metrics: dict[str, Any]) -> float:
+def _selection_value(metrics: EvalResult) -> float:
     # multi-head probes are selected on the mean over heads (one snapshot serves every head)
-    if "per_head_primary" in metrics:
-        return float(np.mean(metrics["per_head_primary"]))
-    return primary_value(metrics)
+    if metrics.heads:
+        return float(np.mean(list(metrics.head_primaries().values())))
+    return metrics.primary
 
 
 def _fingerprint(probe: Probe, config: TrainConfig, train_idx: np.ndarray, has_val: bool) -> str:
@@ -251,12 +229,6 @@ def _fingerprint(probe: Probe, config: TrainConfig, train_idx: np.ndarray, has_v
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _check_probe_matches(probe: Probe, data: TokenData, what: str) -> None:
@@ -314,6 +286,241 @@ class _Progress:
             self.progress.stop()
 
 
+@dataclass
+class _FitState:
+    """Everything of a run that changes step by step and must survive a resume."""
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # batches done in the current epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_step: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None  # the probe's weights at best_step (best_val)
+    best_metrics: EvalResult | None = None
+    last_metrics: EvalResult | None = None
+    loss_sum: float = 0.0  # training loss since the last history entry
+    loss_count: int = 0
+    seconds: float = 0.0  # training time of earlier (interrupted) sessions
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers and tensors only (the checkpoint loads with weights_only=True)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k in ("best_metrics", "last_metrics"):
+            d[k] = None if d[k] is None else d[k].state_dict()
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, d[f.name])
+        for k in ("best_metrics", "last_metrics"):
+            v = getattr(self, k)
+            setattr(self, k, None if v is None else _metrics_from_checkpoint(v))
+
+
+def _metrics_from_checkpoint(d: dict[str, Any]) -> EvalResult:
+    if "primary_name" in d:
+        return EvalResult.from_state_dict(d)
+    # written before EvalResult (a plain metrics dict with "per_head" for several heads): still resumable
+    m = EvalResult.from_metrics({k: v for k, v in d.items() if k not in ("per_head", "per_head_primary")})
+    if "per_head" in d:
+        heads = {f"head{i + 1}": EvalResult.from_metrics(h) for i, h in enumerate(d["per_head"])}
+        m = dataclasses.replace(m, heads=heads)
+    return m
+
+
+class _Checkpointer:
+    """The resumable state of one run in `dir/fit_state.pt`, refused when it belongs to another run."""
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: str):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / CHECKPOINT_NAME
+        self.fingerprint = fingerprint
+
+    def resume(self, probe: Probe, optimizer, state: _FitState, device: torch.device) -> int | None:
+        """Load a checkpoint into probe/optimizer/state/RNG; the step resumed from, or None if none."""
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(
+                f"{self.path}: cannot read the training checkpoint ({e})", hint="delete it to start over"
+            ) from e
+        if saved.get("version") != _CHECKPOINT_VERSION or saved.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"{self.path}: checkpoint belongs to a different run (probe, hyperparameters, training "
+                "options or training clips differ)",
+                hint="use a fresh checkpoint_dir, or delete the old checkpoint",
+            )
+        probe.load_state_dict(saved["probe"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        state.load_state_dict(saved["state"])
+        return state.step
+
+    def save(self, probe: Probe, optimizer, state: _FitState, device: torch.device, elapsed: float) -> None:
+        st = state.state_dict()
+        st["seconds"] = state.seconds + elapsed
+        blob = {
+            "version": _CHECKPOINT_VERSION,
+            "fingerprint": self.fingerprint,
+            "probe": {k: v.detach().cpu() for k, v in probe.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "state": st,
+        }
+        atomic_write(self.path, lambda f: torch.save(blob, f), binary=True)
+
+
+class _Evaluator:
+    """Scores the probe on the validation clips and keeps the best snapshot under "best_val"."""
+
+    def __init__(self, data: TokenData, indices: np.ndarray | None, config: TrainConfig, device: torch.device):
+        self.data, self.indices, self.config, self.device = data, indices, config, device
+
+    def __call__(self, probe: Probe, state: _FitState) -> float:
+        cfg = self.config
+        scores = predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size, device=self.device,
+                         amp=cfg.amp)
+        labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
+        metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
+        value = _selection_value(metrics)
+        state.last_metrics = metrics
+        if cfg.selection == "best_val" and (state.best_score is None or value >= state.best_score):
+            # ">=": a later step with an equal score wins, as the official trainer
+            state.best_score, state.best_step, state.best_metrics = value, state.step, metrics
+            state.best_state = {k: v.detach().cpu().clone() for k, v in probe.state_dict().items()}
+        return value
+
+
+@dataclass
+class _Run:
+    """What `fit` sets up once: the probe on its device, optimiser, loss, schedule and batch order."""
+
+    probe: Probe
+    data: TokenData
+    config: TrainConfig
+    train_idx: np.ndarray
+    device: torch.device
+    optimizer: Any
+    loss_fn: Callable
+    total: int
+    warmup: int
+    per_epoch: int
+
+    def epoch_batches(self, epoch: int, start: int) -> Iterator:
+        """The batches of `epoch` from batch `start` on (a pure function of seed and epoch: resumable)."""
+        bs, idx = self.config.batch_size, self.train_idx
+        order = idx[np.random.default_rng([self.config.seed, epoch]).permutation(len(idx))]
+        drop_last = self.config.drop_last and len(idx) >= bs
+        stop = self.per_epoch * bs if drop_last else len(order)
+        # Within a batch the order is irrelevant to training; ascending indices let chunked (Zarr) readers
+        # fetch neighbouring clips together.
+        full = (len(order) // bs) * bs
+        order[:full] = np.sort(order[:full].reshape(-1, bs), axis=1).reshape(-1)
+        return iter(self.data.batches(self.probe.request, bs, indices=order[start * bs : stop], shuffle=False,
+                                      drop_last=False))
+
+    def batches(self, state: _FitState) -> Iterator:
+        """The remaining batches of the run, epoch after epoch, from where `state` stands (the caller
+        advances `state.step` and `state.pos` after each batch)."""
+        it = None
+        while state.step < self.total:
+            if it is None or state.pos >= self.per_epoch:
+                if it is not None:
+                    state.epoch, state.pos = state.epoch + 1, 0
+                it = self.epoch_batches(state.epoch, state.pos)
+            batch = next(it, None)
+            if batch is None:  # epoch exhausted early (ragged end without drop_last)
+                state.pos = self.per_epoch
+                continue
+            yield batch
+
+    def lr(self, step: int) -> float:
+        cfg = self.config
+        return warmup_cosine(step, peak=cfg.lr, floor=cfg.min_lr, warmup=self.warmup, total=self.total)
+
+    def train_step(self, batch, lr: float, step: int) -> float:
+        """One optimiser step on `batch` at learning rate `lr`; the loss."""
+        probe, device = self.probe, self.device
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        probe.train()
+        use_amp = self.config.amp and device.type == "cuda"
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = probe(batch)
+        logits = logits.float()
+        if logits.ndim == 3:  # one head per output: each trains as if alone
+            loss = sum(self.loss_fn(logits[:, h], batch.labels) for h in range(logits.shape[1]))
+        else:
+            loss = self.loss_fn(logits, batch.labels)
+        extra = probe.extra_loss()
+        if extra is not None:
+            loss = loss + extra.float()
+        if not torch.isfinite(loss):
+            raise ProbeError(
+                f"training loss is {loss.item()} at step {step} (probe {probe.name!r}, lr {lr:.3g})",
+                hint="lower the learning rate or check the tokens for NaN/inf",
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def _setup(probe: Probe, data: TokenData, config: TrainConfig, train_idx: np.ndarray) -> _Run:
+    """Device, optimiser, loss and schedule of a run; seeds torch."""
+    total, warmup, per_epoch = config.schedule(len(train_idx))
+    device = resolve_device(config.device)
+    loss_fn = make_loss(
+        config.loss,
+        multilabel=data.multilabel,
+        asl_gamma_neg=config.asl_gamma_neg,
+        asl_gamma_pos=config.asl_gamma_pos,
+        asl_clip=config.asl_clip,
+        asl_eps=config.asl_eps,
+        asl_reduction=config.asl_reduction,
+        label_smoothing=config.label_smoothing,
+    )
+    probe.to(device)
+    optimizer = make_optimizer(probe.param_groups(config.weight_decay), lr=config.lr, betas=tuple(config.betas))
+    torch.manual_seed(config.seed)
+    return _Run(probe, data, config, train_idx, device, optimizer, loss_fn, total, warmup, per_epoch)
+
+
+def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
+    """Validated (train indices, validation data, validation indices)."""
+    config.validate()
+    if not isinstance(probe, Probe):
+        raise ProbeError(
+            f"fit needs a probekit Probe, got {type(probe).__name__}", hint="build one with make_probe"
+        )
+    _check_probe_matches(probe, data, "training")
+    train_idx = (
+        np.arange(data.num_clips, dtype=np.int64)
+        if train_indices is None
+        else np.asarray(train_indices, np.int64)
+    )
+    if train_idx.size == 0:
+        raise ProbeError("no training clips", hint="train_indices is empty")
+    if val_indices is not None and val_data is None:
+        val_data = data
+    val_idx = None
+    if val_data is not None:
+        _check_probe_matches(probe, val_data, "validation")
+        val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
+    elif config.selection == "best_val":
+        raise ConfigError(
+            "selection='best_val' needs validation data", hint="pass val_data/val_indices or use 'last'"
+        )
+    return train_idx, val_data, val_idx
+
+
 def fit(
     probe: Probe,
     data: TokenData,
@@ -344,235 +551,80 @@ def fit(
         FitResult with the selected weights loaded into `probe`.
     """
     config = config or TrainConfig()
-    config.validate()
-    if not isinstance(probe, Probe):
-        raise ProbeError(
-            f"fit needs a probekit Probe, got {type(probe).__name__}", hint="build one with make_probe"
-        )
-    _check_probe_matches(probe, data, "training")
-    train_idx = (
-        np.arange(data.num_clips, dtype=np.int64)
-        if train_indices is None
-        else np.asarray(train_indices, np.int64)
-    )
-    if train_idx.size == 0:
-        raise ProbeError("no training clips", hint="train_indices is empty")
-    if val_indices is not None and val_data is None:
-        val_data = data
-    has_val = val_data is not None
-    if has_val:
-        _check_probe_matches(probe, val_data, "validation")
-        val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
-    if config.selection == "best_val" and not has_val:
-        raise ConfigError(
-            "selection='best_val' needs validation data", hint="pass val_data/val_indices or use 'last'"
-        )
-
-    total, warmup, per_epoch = config.schedule(len(train_idx))
-    bs = config.batch_size
-    drop_last = config.drop_last and len(train_idx) >= bs
-    device = resolve_device(config.device)
-    use_amp = config.amp and device.type == "cuda"
-    loss_fn = make_loss(
-        config.loss,
-        multilabel=data.multilabel,
-        asl_gamma_neg=config.asl_gamma_neg,
-        asl_gamma_pos=config.asl_gamma_pos,
-        asl_clip=config.asl_clip,
-        asl_eps=config.asl_eps,
-        asl_reduction=config.asl_reduction,
-        label_smoothing=config.label_smoothing,
-    )
-
+    train_idx, val_data, val_idx = _check_inputs(probe, data, config, train_indices, val_data, val_indices)
     old_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     t0 = time.perf_counter()
-    probe.to(device)
-    optimizer = make_optimizer(
-        probe.param_groups(config.weight_decay), lr=config.lr, betas=tuple(config.betas)
-    )
-    torch.manual_seed(config.seed)
-
-    fp = _fingerprint(probe, config, train_idx, has_val)
-    ckpt_path = None
-    state: dict[str, Any] = {
-        "step": 0,
-        "epoch": 0,
-        "pos": 0,
-        "history": [],
-        "best_score": None,
-        "best_step": None,
-        "best_state": None,
-        "best_metrics": None,
-        "last_metrics": None,
-        "loss_sum": 0.0,
-        "loss_count": 0,
-        "seconds": 0.0,
-    }
-    resumed_from = None
+    run = _setup(probe, data, config, train_idx)
+    evaluator = None if val_data is None else _Evaluator(val_data, val_idx, config, run.device)
+    state, checkpointer, resumed_from = _FitState(), None, None
     if checkpoint_dir is not None:
-        ckpt_dir = Path(checkpoint_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_path = ckpt_dir / CHECKPOINT_NAME
-        if ckpt_path.exists():
-            try:
-                saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise ConfigError(
-                    f"{ckpt_path}: cannot read the training checkpoint ({e})", hint="delete it to start over"
-                ) from e
-            if saved.get("version") != _CHECKPOINT_VERSION or saved.get("fingerprint") != fp:
-                raise ConfigError(
-                    f"{ckpt_path}: checkpoint belongs to a different run (probe, hyperparameters, training "
-                    "options or training clips differ)",
-                    hint="use a fresh checkpoint_dir, or delete the old checkpoint",
-                )
-            probe.load_state_dict(saved["probe"])
-            optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["torch_rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)
-            for k in state:
-                state[k] = saved["state"][k]
-            resumed_from = state["step"]
+        checkpointer = _Checkpointer(checkpoint_dir, _fingerprint(probe, config, train_idx, evaluator is not None))
+        resumed_from = checkpointer.resume(probe, run.optimizer, state, run.device)
 
-    def save_checkpoint() -> None:
-        if ckpt_path is None:
-            return
-        st = dict(state)
-        st["seconds"] = state["seconds"] + (time.perf_counter() - t0)
-        _atomic_save(
-            {
-                "version": _CHECKPOINT_VERSION,
-                "fingerprint": fp,
-                "probe": {k: v.detach().cpu() for k, v in probe.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "state": st,
-            },
-            ckpt_path,
-        )
-
-    def epoch_batches(epoch: int, start: int):
-        order = train_idx[np.random.default_rng([config.seed, epoch]).permutation(len(train_idx))]
-        stop = per_epoch * bs if drop_last else len(order)
-        # Within a batch the order is irrelevant to training; ascending indices let chunked (Zarr) readers
-        # fetch neighbouring clips together.
-        full = (len(order) // bs) * bs
-        order[:full] = np.sort(order[:full].reshape(-1, bs), axis=1).reshape(-1)
-        return data.batches(
-            probe.request, bs, indices=order[start * bs : stop], shuffle=False, drop_last=False
-        )
-
-    def run_eval(step: int) -> float:
-        scores = predict(
-            probe, val_data, val_idx, batch_size=config.eval_batch_size, device=device, amp=config.amp
-        )
-        labels = val_data.labels if val_idx is None else val_data.labels[val_idx]
-        metrics = evaluate_scores(scores, labels, val_data.multilabel)
-        value = _selection_value(metrics)
-        state["last_metrics"] = _strip(metrics)
-        if config.selection == "best_val" and (state["best_score"] is None or value >= state["best_score"]):
-            # ">=": a later step with an equal score wins, as the official trainer
-            state["best_score"] = value
-            state["best_step"] = step
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in probe.state_dict().items()}
-            state["best_metrics"] = state["last_metrics"]
-        return value
-
-    bar = _Progress(progress, total, state["step"], f"{probe.name}")
+    bar = _Progress(progress, run.total, state.step, f"{probe.name}")
     samples_seen, rate_t0 = 0, time.perf_counter()
-    metric_text = ""
     try:
-        it = None
-        while state["step"] < total:
-            if it is None or state["pos"] >= per_epoch:
-                if it is not None:
-                    state["epoch"] += 1
-                    state["pos"] = 0
-                it = iter(epoch_batches(state["epoch"], state["pos"]))
-            batch = next(it, None)
-            if batch is None:  # epoch exhausted early (ragged end without drop_last)
-                state["pos"] = per_epoch
-                continue
-            step = state["step"]
-            batch = batch.to(device)
-            lr = lr_at(step, base_lr=config.lr, warmup_steps=warmup, total_steps=total, min_lr=config.min_lr)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            probe.train()
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = probe(batch)
-            logits = logits.float()
-            if logits.ndim == 3:  # one head per output: each trains as if alone
-                loss = sum(loss_fn(logits[:, h], batch.labels) for h in range(logits.shape[1]))
-            else:
-                loss = loss_fn(logits, batch.labels)
-            extra = probe.extra_loss()
-            if extra is not None:
-                loss = loss + extra.float()
-            if not torch.isfinite(loss):
-                raise ProbeError(
-                    f"training loss is {loss.item()} at step {step} (probe {probe.name!r}, lr {lr:.3g})",
-                    hint="lower the learning rate or check the tokens for NaN/inf",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state["step"] = step = step + 1
-            state["pos"] += 1
-            state["loss_sum"] += float(loss.detach())
-            state["loss_count"] += 1
+        for batch in run.batches(state):
+            lr = run.lr(state.step)
+            loss = run.train_step(batch.to(run.device), lr, state.step)
+            state.step, state.pos = state.step + 1, state.pos + 1
+            state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
             samples_seen += int(batch.labels.shape[0])
-
-            is_eval = has_val and ((config.eval_every and step % config.eval_every == 0) or step == total)
-            is_log = step % config.log_every == 0 or step == total or is_eval
-            entry = None
-            if is_log:
-                entry = {"step": step, "loss": state["loss_sum"] / max(1, state["loss_count"]), "lr": lr}
-                state["loss_sum"], state["loss_count"] = 0.0, 0
-            if is_eval:
-                value = run_eval(step)
-                entry["val"] = value
-                entry["val_metric"] = state["last_metrics"]["primary"]
-                metric_text = f"val {entry['val_metric']} {value:.2f}"
+            step = state.step
+            is_eval = evaluator is not None and (
+                (config.eval_every and step % config.eval_every == 0) or step == run.total)
+            entry = _log(state, config, lr, is_eval, evaluator, probe, run.total)
             if entry is not None:
-                state["history"].append(entry)
-                now = time.perf_counter()
-                rate = samples_seen / max(1e-9, now - rate_t0)
-                bar.update(step, loss=f"{entry['loss']:.4f}", metric=metric_text, rate=f"{rate:,.0f}")
-            if ckpt_path is not None and (step % config.checkpoint_every == 0 or step == total):
-                save_checkpoint()
+                rate = samples_seen / max(1e-9, time.perf_counter() - rate_t0)
+                val = f"val {entry['val_metric']} {entry['val']:.2f}" if "val" in entry else None
+                bar.update(step, loss=f"{entry['loss']:.4f}", rate=f"{rate:,.0f}", **({"metric": val} if val else {}))
+            if checkpointer is not None and (step % config.checkpoint_every == 0 or step == run.total):
+                checkpointer.save(probe, run.optimizer, state, run.device, time.perf_counter() - t0)
             if is_eval and on_eval is not None:
                 on_eval(step, entry["val"])
-        bar.update(state["step"])
+        bar.update(state.step)
     finally:
         bar.close()
         if config.num_threads:
             torch.set_num_threads(old_threads)
+    return _finish(probe, config, state, resumed_from, state.seconds + (time.perf_counter() - t0))
 
-    if config.selection == "best_val" and state["best_state"] is not None:
-        probe.load_state_dict(state["best_state"])
-        val_score, val_metrics = state["best_score"], state["best_metrics"]
+
+def _log(state: _FitState, config: TrainConfig, lr: float, is_eval: bool, evaluator: _Evaluator | None,
+         probe: Probe, total: int) -> dict[str, Any] | None:
+    """The history entry of this step (mean loss since the last one, lr, validation), or None."""
+    step = state.step
+    if not (step % config.log_every == 0 or step == total or is_eval):
+        return None
+    entry = {"step": step, "loss": state.loss_sum / max(1, state.loss_count), "lr": lr}
+    state.loss_sum, state.loss_count = 0.0, 0
+    if is_eval:
+        entry["val"] = evaluator(probe, state)
+        entry["val_metric"] = state.last_metrics.primary_name
+    state.history.append(entry)
+    return entry
+
+
+def _finish(probe: Probe, config: TrainConfig, state: _FitState, resumed_from: int | None,
+            seconds: float) -> FitResult:
+    """Load the selected weights (best validation or last step) and describe the run."""
+    if config.selection == "best_val" and state.best_state is not None:
+        probe.load_state_dict(state.best_state)
+        val_score, val_metrics = state.best_score, state.best_metrics
     else:
-        val_metrics = state["last_metrics"]
+        val_metrics = state.last_metrics
         val_score = _selection_value(val_metrics) if val_metrics else None
     probe.eval()
     return FitResult(
         probe=probe,
-        steps_run=state["step"],
-        best_step=state["best_step"] if config.selection == "best_val" else state["step"],
-        history=list(state["history"]),
+        steps_run=state.step,
+        best_step=state.best_step if config.selection == "best_val" else state.step,
+        history=list(state.history),
         val_score=val_score,
-        seconds=state["seconds"] + (time.perf_counter() - t0),
+        seconds=seconds,
         val_metrics=val_metrics,
         config=config,
         resumed_from=resumed_from,
     )
-
-
-def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a metrics dict holding only plain Python values (safe for checkpoints/JSON)."""
-    return copy.deepcopy(metrics)

@@ -3,47 +3,66 @@ and evaluates it on the test split.
 
 Selection never looks at the test split: "last" takes the final step, "best_val" picks the step with the
 best validation score on the official validation split (`val=`) or, without one, on a held-out stratified
-part of the training clips, and "cv" cross-validates over the dataset's folds.
+part of the training clips, and "cv" cross-validates over the dataset's folds. A probe with several heads
+(the layer sweep) has its reported head chosen the same way -- on the validation split, or on a held-out
+part of train (seeded) when there is none -- and only that head's test score is reported; the per-head
+test curve stays in `metrics.heads` for plotting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from probekit.errors import ConfigError, suggest
+from probekit._registry import Registry
+from probekit.errors import ConfigError
 from probekit.probes.base import Probe, make_probe
 from probekit.tokens import TokenData
 from probekit.train.data import ConcatTokens, holdout_split
-from probekit.train.fit import FitResult, TrainConfig, evaluate_scores, fit, predict
-from probekit.train.metrics import primary_value
+from probekit.train.fit import FitResult, TrainConfig, fit, predict
+from probekit.train.metrics import EvalResult, evaluate_scores
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named recipe: training options + how the reported model is selected + the headline metric."""
+    """A named recipe: training options + whether it cross-validates + the headline metric.
+
+    How the reported model is selected lives in one place, `train.selection` ("last" | "best_val");
+    `selection` reads "cv" for cross-validating protocols and `train.selection` otherwise.
+    """
 
     name: str
     description: str
     train: TrainConfig
-    selection: str  # "last" | "best_val" | "cv"
+    cv: bool  # cross-validate over the dataset's folds (each fold is trained to its last step)
     metric: str  # "mAP" | "accuracy" | "auto" (mAP for multi-label data, accuracy for multi-class)
     val_fraction: float = (
         0.1  # held-out part of train for best_val when there is no official validation split
     )
     source: str = ""
 
+    @property
+    def selection(self) -> str:
+        return "cv" if self.cv else self.train.selection
+
 
 _BAT = "BAT_ICML2026 configs/{}/*_cgp_config.yaml + engine/trainer.py"
 
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p
-    for p in (
+
+class _ProtocolRegistry(Registry):
+    def __getitem__(self, name: str) -> Protocol:  # PROTOCOLS[name] reads as the dict it used to be
+        return self.get(name)
+
+
+PROTOCOLS: Registry[Protocol] = _ProtocolRegistry(
+    "protocol", ConfigError, hint="probekit.train.list_protocols() names them")
+for _p in (
         Protocol(
             "as20k",
             "AudioSet-20k: 20,000 steps, batch 48, warmup 500, wd 0.05, ASL 1/0/0; last step; macro mAP",
@@ -60,7 +79,7 @@ PROTOCOLS: dict[str, Protocol] = {
                 selection="last",
                 checkpoint_every=1000,
             ),
-            "last",
+            False,
             "mAP",
             source=_BAT.format("as20k"),
         ),
@@ -80,7 +99,7 @@ PROTOCOLS: dict[str, Protocol] = {
                 selection="last",
                 checkpoint_every=2000,
             ),
-            "last",
+            False,
             "mAP",
             source="BAT paper appendix (configs unpublished)",
         ),
@@ -90,7 +109,7 @@ PROTOCOLS: dict[str, Protocol] = {
             TrainConfig(
                 batch_size=48, steps=4000, warmup_steps=400, weight_decay=0.2, loss="ce", selection="last"
             ),
-            "cv",
+            True,
             "accuracy",
             source=_BAT.format("esc50"),
         ),
@@ -107,7 +126,7 @@ PROTOCOLS: dict[str, Protocol] = {
                 selection="best_val",
                 eval_every=500,
             ),
-            "best_val",
+            False,
             "accuracy",
             source=_BAT.format("scv2"),
         ),
@@ -125,7 +144,7 @@ PROTOCOLS: dict[str, Protocol] = {
                 eval_every=100,
                 checkpoint_every=500,
             ),
-            "best_val",
+            False,
             "accuracy",
             val_fraction=0.1,
             source="probekit preset for small data",
@@ -142,7 +161,7 @@ PROTOCOLS: dict[str, Protocol] = {
                 loss="auto",
                 selection="last",
             ),
-            "last",
+            False,
             "auto",
             source="probekit preset for small data",
         ),
@@ -163,34 +182,34 @@ PROTOCOLS: dict[str, Protocol] = {
                 asl_reduction="sum",
                 selection="last",
             ),
-            "last",
+            False,
             "mAP",
             source="Rauch et al., 'Unmute the patch tokens' (ASL parameters not stated: reference)",
         ),
-    )
-}
+    ):
+    PROTOCOLS.register(_p.name, _p)
 
 
 def list_protocols() -> list[str]:
-    return sorted(PROTOCOLS)
+    return PROTOCOLS.names()
 
 
 def get_protocol(name: str | Protocol) -> Protocol:
     if isinstance(name, Protocol):
         return name
-    if name not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {name!r}", hint=suggest(name, PROTOCOLS))
-    return PROTOCOLS[name]
+    return PROTOCOLS.get(name)
 
 
 @dataclass
 class ProtocolResult:
     """Outcome of `run_protocol`.
 
-    metrics: test metrics (percent; for "cv" the mean over folds with "std" per key and "folds"); None
-    when no test data was given (and the protocol is not "cv"). fold_metrics: per-fold test metrics (cv).
-    fits: one FitResult per trained probe. probe: the last trained probe. scores: test scores (n, C) or
-    (n, H, C) for the layer sweep (cv: None).
+    metrics: test metrics (EvalResult, percent; for "cv" the mean over folds with `std` per metric and
+    `folds`); None when no test data was given (and the protocol is not "cv"). For a probe with several
+    heads the top level is the head chosen on validation data (`metrics.selected_head`,
+    `metrics.head_selection` says how) and `metrics.heads` holds every head's test result.
+    fold_metrics: per-fold test metrics (cv). fits: one FitResult per trained probe. probe: the last
+    trained probe. scores: test scores (n, C) or (n, H, C) for the layer sweep (cv: None).
     """
 
     protocol: str
@@ -198,8 +217,8 @@ class ProtocolResult:
     hparams: dict[str, Any]
     config: TrainConfig
     selection: str
-    metrics: dict[str, Any] | None
-    fold_metrics: list[dict[str, Any]] | None
+    metrics: EvalResult | None
+    fold_metrics: list[EvalResult] | None
     fits: list[FitResult]
     probe: Probe
     seconds: float
@@ -207,25 +226,54 @@ class ProtocolResult:
     val_source: str  # "official", "holdout", or "none"
     val_fraction: float | None = None
     scores: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def primary(self) -> float | None:
-        return None if self.metrics is None else primary_value(self.metrics)
+        return None if self.metrics is None else self.metrics.primary
 
 
-def _mean_metrics(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"primary": per_fold[0]["primary"], "std": {}}
-    for key, value in per_fold[0].items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "num_examples":
-            vals = np.array([m[key] for m in per_fold], dtype=np.float64)
-            out[key] = float(vals.mean())
-            out["std"][key] = float(vals.std())  # population std, as the official ESC-50 summary (np.std)
-    out["num_examples"] = int(sum(m["num_examples"] for m in per_fold))
-    out["folds"] = [primary_value(m) for m in per_fold]
-    if "per_head_primary" in per_fold[0]:
-        out["per_head_primary"] = np.mean([m["per_head_primary"] for m in per_fold], axis=0).tolist()
-    return out
+def _mean_metrics(per_fold: list[EvalResult]) -> EvalResult:
+    """Fold mean of every scalar metric, with the population std (as the official ESC-50 summary, np.std)."""
+    first = per_fold[0]
+    means, std = {}, {}
+    for key in first.metrics:
+        vals = np.array([m.metrics[key] for m in per_fold], dtype=np.float64)
+        means[key], std[key] = float(vals.mean()), float(vals.std())
+    heads = None
+    if first.heads:  # the per-head test curve, averaged over folds (for plotting; never for selection)
+        heads = {k: EvalResult(first.primary_name, {first.primary_name: float(np.mean([m.heads[k].primary
+                                                                                          for m in per_fold]))})
+                 for k in first.heads}
+    return EvalResult(
+        primary_name=first.primary_name, metrics=means, num_examples=int(sum(m.num_examples for m in per_fold)),
+        std=std, folds=[m.primary for m in per_fold], heads=heads,
+        head_selection=first.head_selection and f"per fold: {first.head_selection}",
+    )
+
+
+def _choose_head(val_metrics: EvalResult | None) -> str | None:
+    """The head with the best validation primary (the first on ties, as argmax); None for one head."""
+    if val_metrics is None or not val_metrics.heads:
+        return None
+    names = list(val_metrics.heads)
+    return names[int(np.argmax([val_metrics.heads[n].primary for n in names]))]
+
+
+def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_size: int, amp: bool,
+                 progress: bool) -> tuple[EvalResult, np.ndarray]:
+    """Test metrics of a fitted probe; for several heads, the validation-chosen head's on top."""
+    scores = predict(res.probe, data, indices, batch_size=batch_size, amp=amp, progress=progress)
+    labels = data.labels if indices is None else data.labels[indices]
+    m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
+    head = _choose_head(res.val_metrics)
+    return (m if head is None else m.select_head(head, how)), scores
+
+
+def _holdout(labels, multilabel: bool, frac: float, seed: int, within: np.ndarray | None = None):
+    """(train, validation) indices: a stratified, seeded held-out part of `within` (default: all)."""
+    sub = labels if within is None else labels[within]
+    tr, va = holdout_split(sub, multilabel=multilabel, fraction=frac, seed=seed)
+    return (tr, va) if within is None else (within[tr], within[va])
 
 
 def run_protocol(
@@ -253,7 +301,8 @@ def run_protocol(
         protocol: a name in `list_protocols()` or a Protocol.
         train_overrides: TrainConfig fields to change (e.g. {"steps": 200, "lr": 3e-4}).
         seed: seeds the probe initialisation, the batch order, dropout and the validation split.
-        val_fraction: held-out part of train for "best_val" without `val` (default: the protocol's).
+        val_fraction: held-out part of train for "best_val" (or a multi-head probe's head choice) without
+            `val` (default: the protocol's).
         val: the official validation split, when the dataset has one.
         num_heads: backbone attention heads (attentive probes); default from the data or D // 64.
         checkpoint_dir: resumable training state (one sub-folder per fold for cv).
@@ -263,9 +312,10 @@ def run_protocol(
     t0 = time.perf_counter()
     proto = get_protocol(protocol)
     config = proto.train.replace(seed=int(seed), **(train_overrides or {}))
-    selection = "cv" if proto.selection == "cv" else config.selection
     hparams = dict(hparams or {})
     heads = num_heads or getattr(train, "num_heads", None)
+    frac = float(val_fraction if val_fraction is not None else proto.val_fraction)
+    eval_kw = dict(batch_size=config.eval_batch_size, amp=config.amp, progress=progress)
 
     def new_probe() -> Probe:
         return make_probe(
@@ -281,60 +331,20 @@ def run_protocol(
     def sub_ckpt(name: str) -> Path | None:
         return None if checkpoint_dir is None else Path(checkpoint_dir) / name
 
-    if selection == "cv":
-        data = train if test is None else ConcatTokens(train, test)
-        if data.folds is None:
-            raise ConfigError(
-                f"protocol {proto.name!r} cross-validates over folds, but the data has no fold numbers",
-                hint="use a dataset with folds (ESC-50) or another protocol",
-            )
-        folds = np.asarray(data.folds)
-        per_fold, fits, probe = [], [], None
-        for f in np.unique(folds):
-            tr = np.nonzero(folds != f)[0]
-            te = np.nonzero(folds == f)[0]
-            probe = new_probe()
-            res = fit(
-                probe,
-                data,
-                config=config.replace(selection="last"),
-                train_indices=tr,
-                checkpoint_dir=sub_ckpt(f"fold{f}"),
-                progress=progress,
-                on_eval=on_eval,
-            )
-            scores = predict(
-                res.probe, data, te, batch_size=config.eval_batch_size, amp=config.amp, progress=progress
-            )
-            m = evaluate_scores(scores, data.labels[te], data.multilabel)
-            m["fold"] = int(f)
-            per_fold.append(m)
-            fits.append(res)
-        return ProtocolResult(
-            protocol=proto.name,
-            probe_name=probe_name,
-            hparams=dict(probe.hparams),
-            config=config,
-            selection="cv",
-            metrics=_mean_metrics(per_fold),
-            fold_metrics=per_fold,
-            fits=fits,
-            probe=probe,
-            seconds=time.perf_counter() - t0,
-            seed=int(seed),
-            val_source="none",
-        )
-
+    if proto.cv:
+        return _cross_validate(proto, config, new_probe, train, test, frac=frac, seed=int(seed), t0=t0,
+                               sub_ckpt=sub_ckpt, on_eval=on_eval, progress=progress, probe_name=probe_name)
     probe = new_probe()
-    val_source, frac = "none", None
+    val_source, used_frac = "none", None
     fit_kwargs: dict[str, Any] = {}
-    if config.selection == "best_val" or val is not None:
+    # validation data: for best_val, when given, and to choose a multi-head probe's head (never test)
+    if config.selection == "best_val" or val is not None or probe.num_outputs > 1:
         if val is not None:
             val_source = "official"
             fit_kwargs = {"val_data": val}
         else:
-            frac = float(val_fraction if val_fraction is not None else proto.val_fraction)
-            tr, va = holdout_split(train.labels, multilabel=train.multilabel, fraction=frac, seed=seed)
+            used_frac = frac
+            tr, va = _holdout(train.labels, train.multilabel, frac, seed)
             val_source = "holdout"
             fit_kwargs = {"train_indices": tr, "val_data": train, "val_indices": va}
     res = fit(
@@ -348,10 +358,9 @@ def run_protocol(
     )
     metrics, scores = None, None
     if test is not None:
-        scores = predict(
-            res.probe, test, batch_size=config.eval_batch_size, amp=config.amp, progress=progress
-        )
-        metrics = evaluate_scores(scores, test.labels, test.multilabel)
+        how = ("validation: the official validation split" if val_source == "official"
+               else f"validation: holdout {frac:.0%} of train (seed {seed})")
+        metrics, scores = _test_result(res, test, None, how, **eval_kw)
     return ProtocolResult(
         protocol=proto.name,
         probe_name=probe_name,
@@ -365,6 +374,60 @@ def run_protocol(
         seconds=time.perf_counter() - t0,
         seed=int(seed),
         val_source=val_source,
-        val_fraction=frac,
+        val_fraction=used_frac,
         scores=scores,
+    )
+
+
+def _cross_validate(proto: Protocol, config: TrainConfig, new_probe: Callable[[], Probe], train: TokenData,
+                    test: TokenData | None, *, frac: float, seed: int, t0: float,
+                    sub_ckpt: Callable[[str], Path | None], on_eval, progress: bool,
+                    probe_name: str) -> ProtocolResult:
+    """Train and test once per fold of `train` (+ `test`); a multi-head probe chooses its head per fold
+    on a held-out part of that fold's training clips."""
+    eval_kw = dict(batch_size=config.eval_batch_size, amp=config.amp, progress=progress)
+    data = train if test is None else ConcatTokens(train, test)
+    if data.folds is None:
+        raise ConfigError(
+            f"protocol {proto.name!r} cross-validates over folds, but the data has no fold numbers",
+            hint="use a dataset with folds (ESC-50) or another protocol",
+        )
+    folds = np.asarray(data.folds)
+    per_fold, fits, probe = [], [], None
+    how = f"validation: holdout {frac:.0%} of the training folds (seed {seed})"
+    for f in np.unique(folds):
+        tr = np.nonzero(folds != f)[0]
+        te = np.nonzero(folds == f)[0]
+        probe = new_probe()
+        val_kw: dict[str, Any] = {}
+        if probe.num_outputs > 1:  # choose the head on held-out training clips, never on the test fold
+            tr, va = _holdout(data.labels, data.multilabel, frac, seed, within=tr)
+            val_kw = {"val_data": data, "val_indices": va}
+        res = fit(
+            probe,
+            data,
+            config=config.replace(selection="last"),
+            train_indices=tr,
+            checkpoint_dir=sub_ckpt(f"fold{f}"),
+            progress=progress,
+            on_eval=on_eval,
+            **val_kw,
+        )
+        m, _ = _test_result(res, data, te, how, **eval_kw)
+        per_fold.append(dataclasses.replace(m, fold=int(f)))
+        fits.append(res)
+    return ProtocolResult(
+        protocol=proto.name,
+        probe_name=probe_name,
+        hparams=dict(probe.hparams),
+        config=config,
+        selection="cv",
+        metrics=_mean_metrics(per_fold),
+        fold_metrics=per_fold,
+        fits=fits,
+        probe=probe,
+        seconds=time.perf_counter() - t0,
+        seed=int(seed),
+        val_source="holdout" if per_fold[0].heads else "none",
+        val_fraction=frac if per_fold[0].heads else None,
     )

@@ -42,10 +42,11 @@ def test_unknown_probe_suggests():
     "name,kwargs,match",
     [
         ("cgp", {"prototype": 10}, "no hyperparameter 'prototype'.*prototypes"),
-        ("cgp", {"prototypes": "many"}, "must be a number"),
+        ("cgp", {"prototypes": "many"}, "prototypes=.many. must be an integer"),
         ("cgp", {"prototypes": 2.5}, "must be an integer"),
         ("cgp", {"prototypes": 0}, "must be >= 1"),
-        ("cgp", {"use_cls": "yes"}, "not one of"),
+        ("cgp", {"use_cls": "yes"}, "use_cls=.yes. must be one of True, False"),
+        ("linear", {"dropout": "abc"}, "dropout=.abc. must be a number"),
         ("linear", {"pooling": "max"}, "pooling"),
         ("linear", {"dropout": 1.5}, "dropout"),
         ("mhca", {"layer": 7}, "out of range"),

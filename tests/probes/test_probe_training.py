@@ -35,8 +35,8 @@ def test_probe_learns_real_digits(name, fsdd_train, fsdd_test):
     # 10 spoken digits: chance is 10 %; each probe reaches >= 33 % on held-out takes (measured 38-57 %)
     assert m["accuracy"] >= 33.0, (name, m["accuracy"])
     if name == "layers":
-        assert len(m["per_head_primary"]) == fsdd_train.num_layers
-        assert min(m["per_head_primary"]) >= 25.0
+        assert len(m.heads) == fsdd_train.num_layers
+        assert min(m.head_primaries().values()) >= 25.0
     assert res.steps_run == CONFIG.steps and np.isfinite(res.history[-1]["loss"])
     assert res.history[-1]["loss"] < res.history[0]["loss"]
 

@@ -88,7 +88,10 @@ def test_evaluate_user_module(manifest, model, tmp_path):
     assert len(gates) == 3 and sum(gates) == pytest.approx(1.0, abs=1e-5)
     layers = res.records[2]
     curve = layers.seeds[0].extras["layer_scores"]
-    assert len(curve) == 3 and layers.seeds[0].metrics["accuracy"] == pytest.approx(max(curve))
+    # the block is chosen on validation data (never test); its test score is the reported one
+    best = layers.seeds[0].extras["best_layer"]
+    assert len(curve) == 3 and layers.seeds[0].metrics["accuracy"] == pytest.approx(curve[best])
+    assert "validation" in layers.seeds[0].extras["layer_selection"]
 
     # the same code path as calling the training protocol on the prepared tokens yourself
     same = dict(cache_dir=cache, device="cpu", progress=False, name="tiny", adapt=ADAPT)

@@ -191,3 +191,33 @@ def test_progress_bar_runs(fsdd_train, capsys):
         _probe(fsdd_train), fsdd_train, config=TrainConfig(steps=4, batch_size=8, log_every=2), progress=True
     )
     assert res.steps_run == 4
+
+
+def test_eval_result_is_typed_and_reads_as_the_old_dict():
+    rng = np.random.default_rng(0)
+    scores = rng.random((40, 3, 4))
+    labels = np.arange(40) % 4
+    m = evaluate_scores(scores, labels, False, ["block1", "block2", "block3"])
+    assert m.primary_name == "accuracy" and list(m.heads) == ["block1", "block2", "block3"]
+    assert m.primary == m.heads["block3"].primary == m["accuracy"]  # no head chosen: the last on top
+    chosen = m.select_head("block1", "validation: test")
+    assert chosen.primary == m.heads["block1"].primary and chosen.heads is m.heads
+    assert chosen["primary"] == "accuracy" and chosen["num_examples"] == 40 and "per_class" in chosen
+    from probekit.train.metrics import EvalResult
+
+    assert EvalResult.from_state_dict(chosen.state_dict()) == chosen  # checkpoints hold plain containers
+
+
+def test_fit_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    from probekit.train.fit import _FitState
+    from probekit.train.metrics import EvalResult
+
+    st = _FitState(step=7, epoch=1, pos=2, history=[{"step": 5, "loss": 1.0, "lr": 1e-3}], best_score=50.0,
+                   best_step=5, best_state={"w": torch.ones(2)},
+                   best_metrics=EvalResult("accuracy", {"accuracy": 50.0}, num_examples=4), loss_sum=0.5,
+                   loss_count=2, seconds=1.5)
+    torch.save(st.state_dict(), tmp_path / "s.pt")
+    back = _FitState()
+    back.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert back.best_metrics == st.best_metrics and torch.equal(back.best_state["w"], torch.ones(2))
+    assert (back.step, back.epoch, back.pos, back.history, back.seconds) == (7, 1, 2, st.history, 1.5)

@@ -144,5 +144,12 @@ def test_layer_sweep_gives_one_score_per_block(fsdd_train, fsdd_test):
         progress=False,
         train_overrides={"epochs": 2, "batch_size": 32, "lr": 1e-2},
     )
-    assert len(res.metrics["per_head_primary"]) == fsdd_train.num_layers
+    heads = res.metrics.heads
+    assert list(heads) == [f"block{i + 1}" for i in range(fsdd_train.num_layers)]
     assert res.scores.shape == (fsdd_test.num_clips, fsdd_train.num_layers, 10)
+    # the reported block was chosen on held-out training clips, and its test score is the one reported
+    assert res.val_source == "holdout" and "holdout" in res.metrics.head_selection
+    chosen = res.metrics.selected_head
+    val = res.fits[0].val_metrics.head_primaries()
+    assert chosen == max(val, key=val.get)
+    assert res.primary == heads[chosen].primary
