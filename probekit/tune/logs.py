@@ -66,8 +66,9 @@ class _StderrHandler(logging.Handler):
 
 
 def cli_log_handler(level: str | int | None = None) -> None:
-    """For the CLI: route optuna at `level` and print probekit's log records to stderr (once)."""
-    route_optuna_logging(level)
+    """For the CLI: route optuna at `level` (default $PROBEKIT_LOG_LEVEL, else warning) and print
+    probekit's log records to stderr (the handler is added once)."""
+    route_optuna_logging(level if level is not None else (os.environ.get("PROBEKIT_LOG_LEVEL") or "warning"))
     logger = logging.getLogger("probekit")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())

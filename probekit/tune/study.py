@@ -154,7 +154,9 @@ def _check_key(study: optuna.Study, key: Mapping[str, str], url: str) -> None:
             )
         study.set_user_attr(KEY_ATTR, dict(key))
         return
-    for k in [*key, *(k for k in stored if k not in key)]:
+    # the weights first: what a user most often changes, and what makes every stored trial meaningless
+    order = sorted([*key, *(k for k in stored if k not in key)], key=lambda k: (k != "weights", k != "dataset"))
+    for k in order:
         old, new = stored.get(k, "nothing"), key.get(k, "nothing")
         if old != new:
             raise ConfigError(
