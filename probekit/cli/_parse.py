@@ -70,16 +70,17 @@ def _guess(text: str) -> Any:
     return text
 
 
-def parse_set(text: str, like: Any = None, *, name: str | None = None) -> Any:
+def parse_set(text: str, like: Any = None, *, name: str | None = None, option: str = "--set") -> Any:
     """One `--set` value (see the module docstring for the rules).
 
     Args:
         text: the text after '='.
         like: the value it replaces (its type decides the cast); None guesses the type.
         name: the key, for error messages.
+        option: the option it came with, for error messages.
     """
     t = text.strip()
-    what = f"--set {name}={t}" if name else f"value {t!r}"
+    what = f"{option} {name}={t}" if name else f"value {t!r}"
     if t.lower() in ("none", "null"):
         return None
     if like is None:
@@ -104,5 +105,5 @@ def parse_set(text: str, like: Any = None, *, name: str | None = None) -> Any:
         if items is None:
             items = [t] if t else []
         first = like[0] if len(like) else None
-        return type(like)(parse_set(x, first, name=name) for x in items)
+        return type(like)(parse_set(x, first, name=name, option=option) for x in items)
     return t

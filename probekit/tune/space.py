@@ -40,7 +40,7 @@ def _scalar(text: str, like: Any = None, name: str | None = None) -> Any:
     """A choice value from the CLI, by the `--set` rules (probekit.cli._parse.parse_set)."""
     from probekit.cli._parse import parse_set
 
-    return parse_set(text, like, name=name)
+    return parse_set(text, like, name=name, option="--space")
 
 
 def _like(p: Param | None, fallback: Any = None) -> Any:

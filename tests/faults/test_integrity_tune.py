@@ -229,4 +229,5 @@ def test_a_schema_from_another_optuna_is_named(tmp_path, capfd):
         c.execute("CREATE TABLE version_info (version_info_id INTEGER PRIMARY KEY, schema_version INTEGER, library_version VARCHAR(256))")
         c.execute("INSERT INTO version_info VALUES (1, 99, '99.0.0')")
     assert main(["tune", "--show", "x", "--storage", f"sqlite:///{db}"]) == 2
-    assert "schema" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "schema not usable by this Optuna" in err and "use a new database" in err, err
