@@ -72,9 +72,9 @@ class TuneOptions:
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}", hint=suggest(self.pruner, PRUNERS))
         if self.reduction_factor < 2:
-            raise bad("--reduction-factor", self.reduction_factor, "must be at least 2 (keep 1/N of the trials per rung)")
+            raise bad("--reduction-factor", self.reduction_factor, "must be at least 2, keeping 1/N of the trials per rung")
         if self.seeds < 0:
-            raise bad("--seeds", self.seeds, "cannot be negative (0: no retrain)")
+            raise bad("--seeds", self.seeds, "cannot be negative; 0 means no retrain")
         if self.eval_every is not None and self.eval_every < 1:
             raise bad("--eval-every", self.eval_every, "must be at least 1 step")
         if self.val_fraction is not None and not 0 < self.val_fraction < 1:

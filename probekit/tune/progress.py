@@ -69,7 +69,7 @@ def trials_table(
     for n in names:
         table.add_column(n, justify="right")
     if errors:
-        table.add_column("error", overflow="fold")
+        table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)  # in full below the table
     shown = trials if max_rows is None else trials[-max_rows:]
     for t in shown:
         state = _state(t, gone)

@@ -248,7 +248,7 @@ def optimize_study(
         except catch as e:  # several trials in a row failed here: a broken setup, said once with its reasons
             raise ConfigError(
                 f"study {study_name!r}: trials keep failing: {_reasons_text(study.get_trials(deepcopy=False))}",
-                hint="fix the search range or the fixed values (tune --show lists each trial's error)",
+                hint="fix the search range or the fixed values; tune --show lists each trial's error",
             ) from e
     return study
 
