@@ -147,6 +147,8 @@ def tune_cmd(
     names = tuple(s.strip() for s in only.split(",") if s.strip()) if only else None
     space_path = str(space_file) if space_file else None
     search_space(cls, probe, hparams, train_overrides, overrides, space_path, names)
+    if storage is None:  # a bad --study name or an unwritable studies folder, said before extraction
+        default_storage_url(study or probe, results_dir)
 
     from probekit.api import resolve_backbone
 

@@ -68,6 +68,7 @@ def trials_table(
     table.add_column("sampler")
     for n in names:
         table.add_column(n, justify="right")
+    errors = errors and any(trial_error(t) for t in trials if t.state == TrialState.FAIL)
     if errors:
         table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)  # in full below the table
     shown = trials if max_rows is None else trials[-max_rows:]
