@@ -10,33 +10,6 @@ import typer
 from rich.table import Table
 
 from probekit.cli import app, console
-from probekit.errors import ConfigError
-
-
-def _parse_value(raw: str, current):
-    """Cast a --set value to the type of the field it replaces (bool/int/float/str/None)."""
-    low = raw.lower()
-    if low in ("none", "null"):
-        return None
-    if isinstance(current, bool):
-        if low in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return low in ("1", "true", "yes", "on")
-        raise ConfigError(f"--set value {raw!r} is not a boolean", hint="use true or false")
-    try:
-        number = float(raw)
-    except ValueError:
-        number = None
-    if isinstance(current, int):
-        if number is None or not number.is_integer():
-            raise ConfigError(f"--set value {raw!r} is not an integer")
-        return int(number)
-    if isinstance(current, float):
-        if number is None:
-            raise ConfigError(f"--set value {raw!r} is not a number")
-        return number
-    if current is None and number is not None:  # optional numeric fields (clip_norm, max_seconds)
-        return number
-    return raw
 
 
 def build_config(name: str, sets: list[str], **direct):
@@ -45,13 +18,16 @@ def build_config(name: str, sets: list[str], **direct):
 
     cfg = get_config(name)
     overrides = {k: v for k, v in direct.items() if v is not None}
+    from probekit.cli._parse import parse_set, split_set
+
     for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set optim.lr=1e-3")
-        key, raw = item.split("=", 1)
-        section, leaf = _resolve_field(key.strip())
-        holder = cfg if section is None else getattr(cfg, section)
-        overrides[key.strip()] = _parse_value(raw.strip(), getattr(holder, leaf))
+        key, raw = split_set(item, example="--set optim.lr=1e-3")
+        section, leaf = _resolve_field(key)
+        current = getattr(cfg if section is None else getattr(cfg, section), leaf)
+        value = parse_set(raw, current, name=key)  # cast to the type of the field it replaces
+        if current is None and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # optional numeric fields (clip_norm, max_seconds) are floats
+        overrides[key] = value
     return cfg.with_overrides(**overrides).validate() if overrides else cfg
 
 

@@ -138,30 +138,6 @@ def plot_gates_cmd(
 PROBE_CHOICES = ("cgp", "protobin", "proto", "linear", "mlp", "mhca", "lcgp", "layers")
 
 
-def _parse_value(text: str):
-    """--set values: true/false, ints, floats, comma lists (tuples), JSON lists, else the string."""
-    import json
-
-    s = text.strip()
-    if s.lower() in ("true", "false"):
-        return s.lower() == "true"
-    if s.lower() in ("none", "null"):
-        return None
-    if s.startswith("["):
-        try:
-            return tuple(json.loads(s))
-        except json.JSONDecodeError:
-            pass
-    if "," in s:
-        return tuple(_parse_value(x) for x in s.split(",") if x.strip())
-    for cast in (int, float):
-        try:
-            return cast(s)
-        except ValueError:
-            pass
-    return s
-
-
 def split_settings(probe: str, settings: list[str] | None) -> tuple[dict, dict]:
     """`--set key=value` items -> (probe hyperparameters, training overrides), by name; unknown keys fail."""
     import dataclasses
@@ -170,8 +146,11 @@ def split_settings(probe: str, settings: list[str] | None) -> tuple[dict, dict]:
     from probekit.probes import get_probe_class
     from probekit.train import TrainConfig
 
+    from probekit.cli._parse import parse_set
+
     probe_keys = set(get_probe_class(probe).hparam_names())
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}
+    train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    train_keys = set(train_defaults) - {"seed"}
     hparams, overrides = {}, {}
     for item in settings or []:
         key, sep, value = item.partition("=")
@@ -179,9 +158,9 @@ def split_settings(probe: str, settings: list[str] | None) -> tuple[dict, dict]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r} is not key=value", hint="e.g. --set lr=3e-4 --set dropout=0.1")
         if key in probe_keys:
-            hparams[key] = _parse_value(value)
-        elif key in train_keys:
-            overrides[key] = _parse_value(value)
+            hparams[key] = parse_set(value)
+        elif key in train_keys:  # cast like the field's default: lr=abc is refused here, not mid-training
+            overrides[key] = parse_set(value, train_defaults[key], name=key)
         else:
             raise ConfigError(f"--set {key}: neither a {probe!r} hyperparameter nor a training setting",
                               hint=suggest(key, probe_keys | train_keys))

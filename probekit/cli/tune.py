@@ -2,9 +2,9 @@
 
     probekit tune protobin --backbone eat --dataset as20k --trials 50 --startup 25 --pruner sha --seeds 5
     probekit tune cgp --backbone bat --dataset esc50 --space lr=1e-4:3e-3:log --space-file space.toml
-    probekit tune cgp --backbone bat --dataset as20k --storage postgresql://user@host/db --seeds 0  # helper
-    probekit tune --show cgp-bat-as20k-as20k          # table of trials + best params (+ seed results)
-    optuna-dashboard sqlite:///results/studies/cgp-bat-as20k-as20k.db
+    probekit tune cgp --backbone bat --dataset as20k --storage postgresql://user@host/db --study s1 --seeds 0  # helper
+    probekit tune --show cgp-bat-as20k-as20k-1a2b3c4d  # table of trials (+ errors) + best params (+ seed results)
+    optuna-dashboard sqlite:///results/studies/cgp-bat-as20k-as20k-1a2b3c4d.db
 """
 
 from __future__ import annotations
@@ -19,28 +19,25 @@ from probekit.cli import app, console
 from probekit.errors import ConfigError
 
 
-def _value(text: str) -> Any:
-    t = text.strip()
-    if t.lower() in ("true", "false"):
-        return t.lower() == "true"
-    if t.lower() in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(t)
-        except ValueError:
-            pass
-    return t
+def _parse_sets(items: list[str], probe_cls) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--set NAME=VALUE` items -> (probe hyperparameters, training values); each value is cast like the
+    default it replaces (probekit.cli._parse rules)."""
+    import dataclasses
 
+    from probekit.cli._parse import parse_set, split_set
+    from probekit.train import TrainConfig
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    probe_defaults = probe_cls.hparam_defaults()
+    train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    hparams: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected NAME=VALUE", hint="e.g. --set steps=2000 --set prototypes=1000")
-        k, _, v = item.partition("=")
-        out[k.strip()] = _value(v)
-    return out
+        key, raw = split_set(item, example="--set steps=2000 --set prototypes=1000")
+        if key in probe_defaults or key in probe_cls.hparam_names():
+            hparams[key] = parse_set(raw, probe_defaults.get(key), name=key)
+        else:  # TrainConfig.replace names an unknown key later
+            train[key] = parse_set(raw, train_defaults.get(key), name=key)
+    return hparams, train
 
 
 def token_splits(backbone: str, dataset: str, protocol: str | None, **prepare_kwargs):
@@ -95,8 +92,11 @@ def tune_cmd(
     space_file: Path | None = typer.Option(None, "--space-file", help="TOML file with a \\[space] table of ranges."),
     only: str | None = typer.Option(None, "--only", help="Search only these names (comma-separated), e.g. lr,weight_decay."),
     sets: list[str] = typer.Option([], "--set", help="Fix a probe hyperparameter or training option: NAME=VALUE."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL (default: results/studies/STUDY.db)."),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: PROBE-BACKBONE-DATASET-PROTOCOL)."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL (default: RESULTS/studies/STUDY.db)."),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name (default: PROBE-BACKBONE-DATASET-PROTOCOL-DIGEST of weights, data, space)."
+    ),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the study of that name first and start again."),
     show: str | None = typer.Option(None, "--show", help="Print the summary of study STUDY and exit."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Validation/pruning interval in steps."),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Held-out part of train without a validation split."),
@@ -104,44 +104,51 @@ def tune_cmd(
     seed: int = typer.Option(0, "--seed", help="Sampler and trial seed."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON here."),
     results_dir: Path | None = typer.Option(
-        None, "--results-dir", help="Result records directory (default: $PROBEKIT_RESULTS or ./results)."
+        None, "--results-dir", help="Result records and studies/ (default: $PROBEKIT_RESULTS or ./results)."
+    ),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="Optuna's log lines: debug, info, warning (default; $PROBEKIT_LOG_LEVEL), error."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live table."),
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
-    from probekit.tune import print_summary, summarize_study, tune
-    from probekit.tune.storage import default_storage_url, studies_dir
+    from probekit.tune.logs import cli_log_handler
 
+    cli_log_handler(log_level)
     if show is not None:
-        url = storage
-        if url is None:
-            path = studies_dir() / f"{show}.db"
-            if not path.is_file():
-                known = sorted(p.stem for p in studies_dir().glob("*.db")) if studies_dir().is_dir() else []
-                raise ConfigError(
-                    f"no study file {path}",
-                    hint=f"studies here: {', '.join(known)}" if known else "pass --storage URL for studies kept elsewhere",
-                )
-            url = default_storage_url(show)
-        print_summary(summarize_study(url, show), console)
-        if url.startswith("sqlite"):
-            console.print(f"[dim]browse: optuna-dashboard {url}[/]", soft_wrap=True)
+        _show(show, storage, results_dir)
         return
     if probe is None or backbone is None or dataset is None:
         raise ConfigError("probekit tune needs PROBE, --backbone and --dataset (or --show STUDY)",
                           hint="e.g. probekit tune cgp --backbone bat --dataset esc50 --trials 50")
     from probekit.probes import get_probe_class
-
-    cls = get_probe_class(probe)
-    fixed = _parse_sets(sets)
-    hparams = {k: v for k, v in fixed.items() if k in cls.hparam_names()}
-    train_overrides = {k: v for k, v in fixed.items() if k not in hparams}
-    overrides = {}
+    from probekit.tune import (
+        TuneOptions,
+        default_study_name,
+        finish,
+        plan_tuning,
+        print_summary,
+        retrain_best,
+        run_search,
+        summarize_study,
+    )
+    from probekit.tune.plan import search_space
     from probekit.tune.space import parse_space_override
+    from probekit.tune.storage import default_storage_url, redact
 
-    for item in space:
-        name, param = parse_space_override(item)
-        overrides[name] = param
+    # every option is checked before the tokens are extracted (minutes) and before a study file exists
+    options = TuneOptions(
+        n_trials=trials, n_startup=startup, pruner=pruner, reduction_factor=reduction_factor, seeds=seeds,
+        eval_every=eval_every, val_fraction=val_fraction, timeout=timeout, seed=seed, progress=not no_progress,
+    ).check()
+    cls = get_probe_class(probe)
+    hparams, train_overrides = _parse_sets(sets, cls)
+    overrides = dict(parse_space_override(item) for item in space)
+    names = tuple(s.strip() for s in only.split(",") if s.strip()) if only else None
+    space_path = str(space_file) if space_file else None
+    search_space(cls, probe, hparams, train_overrides, overrides, space_path, names)
+    if storage is None:  # a bad --study name or an unwritable studies folder, said before extraction
+        default_storage_url(study or probe, results_dir)
 
     from probekit.api import resolve_backbone
 
@@ -150,24 +157,44 @@ def tune_cmd(
     train, val, test, proto = token_splits(
         bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir, progress=not no_progress,
     )
-    name = study or f"{probe}-{backbone}-{dataset}-{proto}"
-    result = tune(
-        probe, train, val=val, test=test, protocol=proto, n_trials=trials, n_startup=startup, pruner=pruner,
-        reduction_factor=reduction_factor, space=overrides, space_file=str(space_file) if space_file else None,
-        only=tuple(s.strip() for s in only.split(",") if s.strip()) if only else None,
-        hparams=hparams, train_overrides=train_overrides, storage=storage, study_name=name, seeds=seeds,
-        val_fraction=val_fraction, eval_every=eval_every, timeout=timeout, seed=seed, progress=not no_progress,
-    )
-    print_summary(summarize_study(result.storage, result.study_name), console)
+    plan = plan_tuning(probe, train, val=val, protocol=proto, space=overrides, space_file=space_path, only=names,
+                       hparams=hparams, train_overrides=train_overrides, options=options)
+    # the default name carries a digest of what the trials measure: other weights or data, another study
+    name = study or default_study_name(probe, plan.key, prefix=f"{probe}-{backbone}-{dataset}-{proto}")
+    url = storage or default_storage_url(name, results_dir)
+    the_study = run_search(plan, study_name=name, storage=url, fresh=fresh)
+    result = finish(plan, the_study, retrain_best(plan, the_study, test), url)
+    print_summary(summarize_study(url, name), console)
     if json_out is not None:
+        from probekit._io import atomic_write_text
+
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_out.with_name(json_out.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-        tmp.replace(json_out)
+        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
         console.print(f"wrote {json_out}")
-    if result.storage.startswith("sqlite"):
-        console.print(f"[dim]browse: optuna-dashboard {result.storage}[/]", soft_wrap=True)
+    if url.startswith("sqlite"):
+        console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
     _write_record(result, bb, dataset, train, test, data_root, results_dir)
+
+
+def _show(name: str, storage: str | None, results_dir: Path | None) -> None:
+    """`tune --show STUDY`: its trials (with why failed ones failed), best parameters and seed retrain."""
+    from probekit.tune import print_summary, summarize_study
+    from probekit.tune.storage import redact, studies_dir
+
+    url = storage
+    if url is None:
+        folder = studies_dir(results_dir)
+        path = folder / f"{name}.db"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.db")) if folder.is_dir() else []
+            raise ConfigError(
+                f"no study file {path}",
+                hint=f"studies here: {', '.join(known)}" if known else "pass --storage URL or --results-dir for studies kept elsewhere",
+            )
+        url = f"sqlite:///{path.resolve()}"
+    print_summary(summarize_study(url, name), console)
+    if url.startswith("sqlite"):
+        console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
 
 
 def _write_record(result, bb, dataset: str, train, test, data_root, results_dir) -> None:

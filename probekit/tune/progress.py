@@ -22,8 +22,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from probekit.tune.runner import count_trials, trial_steps
-from probekit.tune.storage import INTERRUPTED_ATTR, requeued_numbers
+from probekit.tune.runner import count_trials, failure_reasons, trial_error, trial_steps
+from probekit.tune.storage import INTERRUPTED_ATTR, redact, requeued_numbers
 
 _STATE_STYLE = {
     "COMPLETE": "green",
@@ -50,11 +50,13 @@ def _state(t: FrozenTrial, gone: set[int]) -> str:
 
 
 def trials_table(
-    trials: list[FrozenTrial], *, title: str | None = None, max_rows: int | None = None, live: dict[int, tuple[int, float]] | None = None
+    trials: list[FrozenTrial], *, title: str | None = None, max_rows: int | None = None, live: dict[int, tuple[int, float]] | None = None,
+    errors: bool = False,
 ) -> Table:
     """Trials as a rich table: number, state, value, steps, sampler, params (newest last).
 
     live: trial number -> (step, value) of the latest validation of trials still running here.
+    errors: add a column with why each failed trial failed.
     """
     gone = requeued_numbers(trials)
     names = sorted({k for t in trials for k in t.params})
@@ -66,6 +68,9 @@ def trials_table(
     table.add_column("sampler")
     for n in names:
         table.add_column(n, justify="right")
+    errors = errors and any(trial_error(t) for t in trials if t.state == TrialState.FAIL)
+    if errors:
+        table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)  # in full below the table
     shown = trials if max_rows is None else trials[-max_rows:]
     for t in shown:
         state = _state(t, gone)
@@ -85,6 +90,7 @@ def trials_table(
             str(steps),
             str(t.system_attrs.get("probekit:sampler", "")),
             *[_fmt(t.params[n]) if n in t.params else "" for n in names],
+            *([(trial_error(t) or "") if state == "FAIL" else ""] if errors else []),
         )
     return table
 
@@ -184,13 +190,13 @@ def summarize_study(storage: str, study_name: str) -> dict[str, Any]:
     st = open_storage(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
     if study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {storage}", hint=suggest(study_name, names) if names else "the storage holds no studies")
+        raise ConfigError(f"no study {study_name!r} in {redact(storage, storage)}", hint=suggest(study_name, names) if names else "the storage holds no studies")
     study = optuna.load_study(study_name=study_name, storage=st)
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(trials)
     out: dict[str, Any] = {
         "study_name": study_name,
-        "storage": storage,
+        "storage": redact(storage, storage),
         "direction": study.direction.name.lower(),
         "counts": counts.as_dict(),
         "total_steps": sum(trial_steps(t) for t in trials),
@@ -209,13 +215,16 @@ def summarize_study(storage: str, study_name: str) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """Render `summarize_study`'s result: trials table, best params, and the seed retrain if recorded."""
-    console.print(trials_table(summary["trials"], title=f"study {summary['study_name']} ({summary['storage']})"))
+    trials = summary["trials"]
+    console.print(trials_table(trials, title=f"study {summary['study_name']} ({summary['storage']})", errors=True))
     c = summary["counts"]
     console.print(
         f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
         f" ({c['requeued']} re-queued after a crash, {c['running']} running, {c['waiting']} waiting); "
         f"training steps: {summary['total_steps']}"
     )
+    for why, n in failure_reasons(trials):
+        console.print(f"failed: {n}x {why}", highlight=False, markup=False, soft_wrap=True)
     if summary["best_params"] is None:
         console.print("[dim]no complete trial yet[/]")
         return

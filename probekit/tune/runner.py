@@ -8,7 +8,9 @@ a crash reaches exactly `n_trials` results: none lost, none duplicated.
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,8 @@ from probekit.tune.storage import (
 )
 
 STEPS_ATTR = "steps"  # user attr: training steps a trial used (the efficiency benchmark sums it)
-ERROR_ATTR = "probekit:error"
+ERROR_ATTR = "error"  # user attr of a failed trial: why it failed (shown by `tune --show` and the final error)
+_LEGACY_ERROR_ATTR = "probekit:error"  # system attr where probekit 0.1.0 kept it
 
 Objective = Callable[[optuna.Trial, dict[str, Any]], float]
 
@@ -73,6 +76,28 @@ def count_trials(trials: list[FrozenTrial]) -> TrialCounts:
             else:
                 c.failed += 1
     return c
+
+
+def trial_error(trial: FrozenTrial) -> str | None:
+    """Why a trial failed (the exception's type and message), when it was recorded."""
+    return trial.user_attrs.get(ERROR_ATTR) or trial.system_attrs.get(_LEGACY_ERROR_ATTR)
+
+
+def failure_reasons(trials: list[FrozenTrial], limit: int = 3) -> list[tuple[str, int]]:
+    """The first distinct reasons trials failed, with how many failed so (numbers aside)."""
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for t in trials:
+        why = trial_error(t) if t.state == TrialState.FAIL else None
+        if why:
+            shape = re.sub(r"[-+]?\d[\d.e+-]*", "#", why)
+            counts[shape] += 1
+            example.setdefault(shape, why)
+    return [(example[s], n) for s, n in list(counts.items())[:limit]]
+
+
+def _record_error(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
+    study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, why[:1000])
 
 
 def trial_steps(trial: FrozenTrial) -> int:
@@ -170,12 +195,12 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], o
                 requeue(study, storage.get_trial(trial._trial_id))
             raise
         except Exception as e:
-            storage.set_trial_system_attr(trial._trial_id, ERROR_ATTR, f"{type(e).__name__}: {e}"[:1000])
+            _record_error(study, trial, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
             study.tell(trial, state=TrialState.FAIL)
             raise
     if value is None or not math.isfinite(float(value)):
         # A diverged run (NaN loss) is a result: a failed trial, recorded with its reason.
-        storage.set_trial_system_attr(trial._trial_id, ERROR_ATTR, f"objective returned {value}")
+        _record_error(study, trial, f"objective returned {value} (diverged: lower the learning rate?)")
         study.tell(trial, state=TrialState.FAIL)
         return
     study.tell(trial, float(value))

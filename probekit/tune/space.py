@@ -23,6 +23,7 @@ __all__ = [
     "parse_space_override",
     "resolve_space",
     "space_to_dict",
+    "space_to_text",
     "suggest_params",
     "to_distributions",
 ]
@@ -35,17 +36,31 @@ def _number(text: str, *, what: str) -> float:
         raise ConfigError(f"search space {what}: {text!r} is not a number", hint="write e.g. lr=1e-5:1e-2:log") from None
 
 
-def _scalar(text: str) -> Any:
-    """A choice value from the CLI: int, float, bool or the string itself."""
-    low = text.strip()
-    if low.lower() in ("true", "false"):
-        return low.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(low)
-        except ValueError:
-            pass
-    return low
+def _scalar(text: str, like: Any = None, name: str | None = None) -> Any:
+    """A choice value from the CLI, by the `--set` rules (probekit.cli._parse.parse_set)."""
+    from probekit.cli._parse import parse_set
+
+    return parse_set(text, like, name=name, option="--space")
+
+
+def _like(p: Param | None, fallback: Any = None) -> Any:
+    """A value of the type a parameter takes (what its choices are cast to)."""
+    if isinstance(p, Float):
+        return float(p.low)
+    if isinstance(p, Int):
+        return int(p.low)
+    if isinstance(p, Choice) and p.choices and p.choices[0] is not None:
+        return p.choices[0]
+    return fallback
+
+
+def _check_type(name: str, p: Param, like: Any) -> Param:
+    """Choices of a numeric parameter must be numbers: `--space lr=abc` is refused before any trial."""
+    if isinstance(p, Choice) and isinstance(like, (int, float)) and not isinstance(like, bool):
+        for c in p.choices:
+            if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))):
+                raise ConfigError(f"search space {name!r}: {c!r} is not a number", hint=f"write e.g. {name}={like!r} or {name}=LOW:HIGH")
+    return p
 
 
 def _check(name: str, p: Param) -> Param:
@@ -67,11 +82,12 @@ def _check(name: str, p: Param) -> Param:
     return p
 
 
-def parse_space_override(text: str) -> tuple[str, Param]:
+def parse_space_override(text: str, like: Any = None) -> tuple[str, Param]:
     """Parse one CLI override.
 
     Forms: `name=low:high` (float), `name=low:high:log`, `name=int:low:high[:log]`, `name=a,b,c` (choices),
-    `name=value` (fixed: a one-element choice).
+    `name=value` (fixed: a one-element choice). Choices follow the `--set` value rules, cast like `like`
+    (a value of the parameter's type) when given.
 
     Returns:
         (name, Param)
@@ -100,7 +116,7 @@ def parse_space_override(text: str) -> tuple[str, Param]:
                 raise ConfigError(f"--space {text!r}: integer bounds expected")
             return name, _check(name, Int(int(low), int(high), log=log))
         return name, _check(name, Float(low, high, log=log))
-    return name, _check(name, Choice(tuple(_scalar(s) for s in spec.split(","))))
+    return name, _check(name, Choice(tuple(_scalar(s, like, name) for s in spec.split(","))))
 
 
 def _param_from_toml(name: str, value: Any, path: Path) -> Param:
@@ -166,6 +182,7 @@ def resolve_space(
     overrides: Mapping[str, Param | str] | None = None,
     *,
     allowed: set[str] | None = None,
+    likes: Mapping[str, Any] | None = None,
 ) -> dict[str, Param]:
     """The space to search: TRAIN_SPACE, then the probe's own, then overrides (by name).
 
@@ -174,6 +191,7 @@ def resolve_space(
         overrides: name -> Param or CLI string ("1e-5:1e-2:log"); a new name is added to the space.
         allowed: names that may be set at all (probe constructor arguments + TrainConfig fields); an
             override outside it is refused with the list of known names.
+        likes: name -> a value of its type (defaults), for names the space does not type itself.
     """
     space: dict[str, Param] = {**TRAIN_SPACE, **dict(probe_space)}
     for name, value in (overrides or {}).items():
@@ -181,7 +199,9 @@ def resolve_space(
             from probekit.errors import suggest
 
             raise ConfigError(f"search space: {name!r} is not a hyperparameter of this probe or training", hint=suggest(name, allowed))
-        space[name] = parse_space_override(f"{name}={value}")[1] if isinstance(value, str) else _check(name, value)
+        like = _like(space.get(name), (likes or {}).get(name))
+        p = parse_space_override(f"{name}={value}", like)[1] if isinstance(value, str) else _check(name, value)
+        space[name] = _check_type(name, p, like)
     return space
 
 
@@ -223,3 +243,16 @@ def space_to_dict(space: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
         else:
             out[name] = {"type": "choice", "choices": list(p.choices)}
     return out
+
+
+def space_to_text(space: Mapping[str, Param]) -> str:
+    """One line in the CLI's own syntax (`lr=1e-05:0.01:log, pooling=mean,max`), for messages and keys."""
+    parts = []
+    for name, p in sorted(space.items()):
+        if isinstance(p, Float):
+            parts.append(f"{name}={p.low}:{p.high}" + (":log" if p.log else ""))
+        elif isinstance(p, Int):
+            parts.append(f"{name}=int:{p.low}:{p.high}" + (":log" if p.log else "") + (f" step {p.step}" if p.step != 1 else ""))
+        else:
+            parts.append(f"{name}=" + ",".join(str(c) for c in p.choices))
+    return ", ".join(parts)

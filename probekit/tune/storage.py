@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import warnings
@@ -38,6 +39,9 @@ GRACE_PERIOD = 60  # a trial silent this long on another host counts as dead
 __all__ = [
     "Heartbeat",
     "default_storage_url",
+    "redact",
+    "resolve_driver",
+    "studies_dir",
     "open_storage",
     "reap_dead_workers",
     "requeue",
@@ -46,18 +50,72 @@ __all__ = [
 ]
 
 
-def studies_dir() -> Path:
-    """The folder of default study files: $PROBEKIT_RESULTS/studies, else ./results/studies."""
-    return Path(os.environ.get("PROBEKIT_RESULTS", "results")) / "studies"
+def studies_dir(results_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of default study files: RESULTS_DIR/studies, else $PROBEKIT_RESULTS/studies, else
+    ./results/studies (studies live beside the records they produce)."""
+    root = results_dir if results_dir is not None else os.environ.get("PROBEKIT_RESULTS", "results")
+    return Path(root).expanduser() / "studies"
 
 
-def default_storage_url(study_name: str) -> str:
-    """`sqlite:///<studies_dir>/<study_name>.db` (the folder is created)."""
+def default_storage_url(study_name: str, results_dir: str | os.PathLike | None = None) -> str:
+    """`sqlite:///<studies_dir>/<study_name>.db` (the folder is created).
+
+    Raises:
+        ConfigError: the name is no file name, or the folder cannot be created.
+    """
     if not study_name or any(c in study_name for c in "/\\\0") or study_name.startswith("."):
         raise ConfigError(f"study name {study_name!r} cannot be a file name", hint="use letters, digits, '-', '_' or '.'")
-    folder = studies_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = studies_dir(results_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the study folder {folder}: {e.strerror or e}",
+            hint="pick a writable --results-dir (or $PROBEKIT_RESULTS), or pass --storage URL",
+        ) from None
     return f"sqlite:///{(folder / f'{study_name}.db').resolve()}"
+
+
+_PASSWORD_IN_QUERY = re.compile(r"((?:password|passwd|pwd)=)[^&;\s]*", re.IGNORECASE)
+_USERINFO = re.compile(r"(\w[\w+.-]*://[^/@:\s]*:)[^@/\s]*@")
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` (a storage URL, or a message about one) with every password replaced by '***'.
+
+    Every URL or storage error that probekit prints or stores goes through here: records are shared,
+    and terminals are logged.
+    """
+    if not text:
+        return text
+    out = _USERINFO.sub(r"\1***@", str(text))
+    out = _PASSWORD_IN_QUERY.sub(r"\1***", out)
+    if url:
+        try:
+            from sqlalchemy.engine import make_url
+
+            password = make_url(url).password
+        except Exception:  # noqa: BLE001 - an unparsable URL has no password sqlalchemy could find
+            password = None
+        if password and len(str(password)) >= 3:  # also inside driver messages that quote it
+            out = out.replace(str(password), "***")
+    return out
+
+
+def resolve_driver(url: str) -> str:
+    """`postgresql://` with the driver this install has.
+
+    SQLAlchemy 2 maps a bare `postgresql://` to psycopg (v3); probekit's test extra installs psycopg2.
+    When only psycopg2 is importable the URL is read as `postgresql+psycopg2://`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -69,21 +127,58 @@ def _sqlite_path(url: str) -> str | None:
     return u.database or ":memory:"
 
 
+def storage_problem(e: BaseException, url: str) -> str:
+    """Which part of opening a storage failed, in words: driver, auth, network, missing database, schema."""
+    first = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
+    low = str(e).lower()
+    if isinstance(e, ImportError) or "no module named" in low or "can't load plugin" in low:
+        return f"database driver missing ({first})"
+    if "password authentication failed" in low or "access denied" in low or "authentication failed" in low \
+            or "no password supplied" in low or "role" in low and "does not exist" in low:
+        return f"authentication failed ({first})"
+    if "database" in low and ("does not exist" in low or "unknown database" in low):
+        return f"database missing ({first})"
+    if any(k in low for k in ("connection refused", "could not connect", "could not translate host", "timeout expired",
+                              "timed out", "name or service not known", "no route to host", "network is unreachable",
+                              "can't connect")):
+        return f"server unreachable ({first})"
+    if any(k in low for k in ("alembic", "no such table", "no such column", "undefinedtable", "undefined column",
+                              "schema", "version_info", "relation")):
+        return f"schema not usable by this Optuna ({first})"
+    return f"cannot open ({type(e).__name__}: {first})"
+
+
+_HINTS = {
+    "database driver missing": "pip install psycopg2-binary for PostgreSQL (postgresql:// uses it when psycopg 3 is absent)",
+    "authentication failed": "check the user and password in the URL",
+    "database missing": "create the database first (createdb NAME)",
+    "server unreachable": "check host, port and that the server runs",
+    "schema not usable by this Optuna": "use a new database, or the Optuna version that made it",
+}
+
+
 def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> RDBStorage:
     """An RDBStorage with heartbeats, whose stale trials are re-queued, not lost.
 
     Raises:
-        ConfigError: the URL cannot be opened (names it; says which driver or folder is missing).
+        ConfigError: the URL cannot be opened; says which of driver, authentication, network, missing
+            database or schema failed (password redacted).
     """
     engine_kwargs: dict = {}
-    path = _sqlite_path(url) if "://" in url else None
     if "://" not in url:
-        raise ConfigError(f"storage {url!r} is not a database URL", hint="use sqlite:///path/study.db or postgresql://user@host/db")
+        raise ConfigError(f"storage {redact(url)!r} is not a database URL", hint="use sqlite:///path/study.db or postgresql://user@host/db")
+    shown = redact(url, url)
+    url = resolve_driver(url)
+    try:
+        path = _sqlite_path(url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy ArgumentError: not a URL it can read
+        raise ConfigError(f"storage {shown}: not a database URL ({redact(str(e), url)})",
+                          hint="use sqlite:///path/study.db or postgresql://user@host/db") from None
     if path is not None:
         if path != ":memory:":
             parent = Path(path).parent
             if not parent.is_dir():
-                raise ConfigError(f"storage {url}: folder {parent} does not exist", hint="create it or pick another path")
+                raise ConfigError(f"storage {shown}: folder {parent} does not exist", hint="create it or pick another path")
         # Several local workers write one file: wait for SQLite's write lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
@@ -115,16 +210,16 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grac
                 break
             except ImportError:
                 raise
-            except Exception:  # noqa: BLE001 - a concurrent schema creation; the last attempt reports it
-                if attempt == 4:
+            except Exception as e:  # noqa: BLE001 - a concurrent schema creation; the last attempt reports it
+                # no point retrying what another worker cannot fix (driver, password, host, database)
+                if attempt == 4 or not storage_problem(e, url).startswith(("cannot open", "schema")):
                     raise
                 import time
 
                 time.sleep(0.5 * (attempt + 1))
-    except ImportError as e:
-        raise ConfigError(f"storage {url}: database driver missing ({e})", hint="pip install psycopg2-binary for PostgreSQL") from None
-    except Exception as e:  # noqa: BLE001 - sqlalchemy OperationalError etc.: unreachable server, bad credentials
-        raise ConfigError(f"storage {url}: cannot open ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - ImportError, sqlalchemy OperationalError, ...
+        problem = storage_problem(e, url)
+        raise ConfigError(f"storage {shown}: {problem}", hint=_HINTS.get(problem.split(" (")[0])) from None
     if path is not None and path != ":memory:":
         _sqlite_wal(storage)
     return storage
@@ -196,7 +291,7 @@ def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
             finally:
                 conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": f"probekit-{key}"})
         else:
-            raise ConfigError(f"storage {url}: no cross-worker lock for {backend!r}", hint="use SQLite, PostgreSQL or MySQL")
+            raise ConfigError(f"storage {redact(url, url)}: no cross-worker lock for {backend!r}", hint="use SQLite, PostgreSQL or MySQL")
 
 
 def _process_start(pid: int) -> str | None:

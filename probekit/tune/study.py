@@ -11,7 +11,9 @@ on all of `train` with `seeds` seeds and each run is scored on `test`.
 Studies live in one SQLite file each (`results/studies/<study>.db`; browse with
 `optuna-dashboard sqlite:///results/studies/<study>.db`) or in any Optuna RDB URL (PostgreSQL) shared by
 many workers: run the same `tune(...)`/`probekit tune ...` on each machine with `storage=URL`. Rerunning
-a study after a crash or Ctrl-C continues it to `n_trials` results.
+a study after a crash or Ctrl-C continues it to `n_trials` results. A study remembers what its trials
+measured (backbone, weights, data, tokens, probe, protocol, space): resuming it with other inputs is
+refused, and the default study name carries a digest of them.
 """
 
 from __future__ import annotations
@@ -19,31 +21,41 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from probekit.errors import ConfigError, ProbeError, suggest
 from probekit.probes.space import Param
 from probekit.tokens import TokenData
+from probekit.tune.logs import route_optuna_logging
+from probekit.tune.plan import PRUNERS, TuneOptions, TuningPlan, default_study_name, plan_tuning
 from probekit.tune.progress import LiveStudy
-from probekit.tune.runner import count_trials, run_trials, trial_steps
+from probekit.tune.runner import count_trials, failure_reasons, run_trials, trial_steps
 from probekit.tune.sampler import StartupThenTPESampler
-from probekit.tune.space import load_space_file, resolve_space, space_to_dict, to_distributions
-from probekit.tune.storage import default_storage_url, open_storage, study_lock
+from probekit.tune.space import space_to_dict, space_to_text, to_distributions
+from probekit.tune.storage import default_storage_url, open_storage, redact, study_lock
 
-__all__ = ["SeedScore", "TuneResult", "confidence_interval", "make_pruner", "optimize_study", "retrain_seeds", "tune"]
+__all__ = [
+    "SeedScore",
+    "TuneOptions",
+    "TuneResult",
+    "confidence_interval",
+    "failure_reasons",
+    "make_pruner",
+    "optimize_study",
+    "retrain_seeds",
+    "tune",
+]
 
-META_ATTR = "probekit:meta"  # study user attr: what the study searches (checked when a study is resumed)
+KEY_ATTR = "probekit:key"  # study user attr: what the study's trials measured (checked when it is resumed)
+META_ATTR = "probekit:meta"  # the key of studies made by probekit 0.1.0 (no backbone weights in it)
 FINAL_ATTR = "probekit:final"  # study user attr: the seed retrain of the best configuration
 SEED_ATTR = "probekit:seed:"  # study user attr prefix: one finished seed run (a resumed retrain reuses it)
-
-PRUNERS = ("sha", "hyperband", "none")
 
 # (trial, params, report) -> value; report(step, value) records a validation and may raise TrialPruned.
 StudyObjective = Callable[[optuna.Trial, dict[str, Any], Callable[[int, float], None]], float]
@@ -61,7 +73,11 @@ class SeedScore:
 
 @dataclass
 class TuneResult:
-    """Everything a tuning run found, JSON-able with `to_dict()` for result records."""
+    """Everything a tuning run found, JSON-able with `to_dict()` for result records.
+
+    `storage` is the study's URL with any password masked (records are shared): open the study with the
+    URL you gave, not this one.
+    """
 
     study_name: str
     storage: str
@@ -98,49 +114,59 @@ def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_fa
             validation (smaller rungs would all be decided at the first validation).
         max_resource: steps of a full run (Hyperband's largest bracket).
     """
+    if kind not in PRUNERS:
+        raise ConfigError(f"unknown pruner {kind!r}", hint=suggest(kind, PRUNERS))
+    if kind != "none" and reduction_factor < 2:
+        raise ConfigError(f"--reduction-factor {reduction_factor}: must be at least 2", hint="e.g. --reduction-factor 3")
     if kind == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor)
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"unknown pruner {kind!r}", hint=suggest(kind, PRUNERS))
+    return optuna.pruners.NopPruner()
 
 
 def confidence_interval(scores: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Two-sided t-distribution interval of the mean (None with fewer than two scores)."""
-    from scipy import stats
+    """Two-sided Student-t interval of the mean (None with fewer than two scores); see probekit._stats."""
+    from probekit._stats import mean_std_ci
 
     if len(scores) < 2:
         return None
-    a = np.asarray(scores, dtype=np.float64)
-    sem = a.std(ddof=1) / math.sqrt(len(a))
-    if sem == 0:
-        return (float(a.mean()), float(a.mean()))
-    lo, hi = stats.t.interval(level, df=len(a) - 1, loc=a.mean(), scale=sem)
-    return (float(lo), float(hi))
+    s = mean_std_ci(scores, level=level)
+    return (s.ci_low, s.ci_high)
 
 
-def _fingerprint(data: TokenData) -> str:
-    """Identifies a dataset's tokens cheaply (shape, classes, labels) so a study is not resumed on other data."""
-    h = hashlib.sha256()
-    h.update(json.dumps([int(data.num_clips), int(data.num_layers), int(data.embed_dim), int(data.num_classes), bool(data.multilabel)]).encode())
-    h.update(np.ascontiguousarray(data.labels).tobytes())
-    return h.hexdigest()[:16]
+def _short(text: str) -> str:
+    """Long hex digests cut to 16 characters, so a message stays one readable line."""
+    return re.sub(r"\b([0-9a-f]{16})[0-9a-f]{8,}\b", r"\1...", str(text))
 
 
-def _check_meta(study: optuna.Study, meta: dict[str, Any], url: str) -> None:
-    stored = study.user_attrs.get(META_ATTR)
+def _check_key(study: optuna.Study, key: Mapping[str, str], url: str) -> None:
+    """Stamp a new study with its key; refuse to resume one whose trials measured something else."""
+    stored = study.user_attrs.get(KEY_ATTR)
+    name = study.study_name
     if stored is None:
-        study.set_user_attr(META_ATTR, meta)
+        made = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        if made or META_ATTR in study.user_attrs:
+            raise ConfigError(
+                f"study {name!r} in {redact(url, url)} does not record the backbone weights and data its trials used"
+                " (made by an older probekit)",
+                hint="use another --study, or --fresh to start it again",
+            )
+        study.set_user_attr(KEY_ATTR, dict(key))
         return
-    diff = [k for k in meta if k in stored and stored[k] != meta[k]]
-    if diff:
-        k = diff[0]
-        raise ConfigError(
-            f"study {study.study_name!r} in {url} was started with {k}={stored[k]!r}, now {meta[k]!r}",
-            hint="resume it with the same settings, or give a new --study name",
-        )
+    # the weights first: what a user most often changes, and what makes every stored trial meaningless
+    order = sorted([*key, *(k for k in stored if k not in key)], key=lambda k: (k != "weights", k != "dataset"))
+    for k in order:
+        old, new = stored.get(k, "nothing"), key.get(k, "nothing")
+        if old != new:
+            raise ConfigError(
+                _short(f"study {name!r} was made with {k} {old}, this run uses {new}"),
+                hint="use another --study or --fresh; the default study name follows the inputs",
+            )
+
+
+def _reasons_text(trials: list[optuna.trial.FrozenTrial]) -> str:
+    return "; ".join(f"{n}x {why}" for why, n in failure_reasons(trials))
 
 
 # ---- the engine ----------------------------------------------------------------------------------------
@@ -160,8 +186,9 @@ def optimize_study(
     seed: int = 0,
     timeout: float | None = None,
     progress: bool = True,
-    meta: dict[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
     catch: tuple[type[Exception], ...] = (),
+    fresh: bool = False,
 ) -> optuna.Study:
     """Create or resume a study and run trials until it holds `n_trials` results.
 
@@ -173,27 +200,35 @@ def optimize_study(
         space: the search space (name -> Float/Int/Choice).
         study_name: the study's name (and its SQLite file's name when storage is None).
         storage: an Optuna RDB URL; None = `sqlite:///results/studies/<study_name>.db`.
-        meta: settings that must match when the study is resumed (stored on first creation).
+        meta: the study key: what the trials measure, as name -> value (text). Stored on creation; a
+            resumed study with another value is refused, naming it. The space and n_startup are added.
         catch: exceptions that fail a trial without stopping the study (see `run_trials`).
+        fresh: delete an existing study of this name first.
 
     Returns:
         the study, loaded from storage.
     """
-    if n_trials < 1:
-        raise ConfigError(f"n_trials must be at least 1, got {n_trials}")
-    url = storage or default_storage_url(study_name)
-    st = open_storage(url)
-    sampler = StartupThenTPESampler(to_distributions(space), n_startup=n_startup, seed=seed)
+    TuneOptions(n_trials=n_trials, n_startup=n_startup, timeout=timeout).check()
+    # everything is checked before the storage is opened: a refused run leaves no study file behind
     the_pruner = pruner if isinstance(pruner, optuna.pruners.BasePruner) else make_pruner(
         pruner, min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor
     )
+    route_optuna_logging()
+    url = storage or default_storage_url(study_name)
+    st = open_storage(url)
+    sampler = StartupThenTPESampler(to_distributions(space), n_startup=n_startup, seed=seed)
+    key = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (meta or {}).items()}
+    key.setdefault("search space", space_to_text(space))
+    key.setdefault("startup trials", str(n_startup))
     with study_lock(st, study_name):
+        if fresh and study_name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}:
+            optuna.delete_study(study_name=study_name, storage=st)
         study = optuna.create_study(
             storage=st, study_name=study_name, sampler=sampler, pruner=the_pruner, direction=direction, load_if_exists=True
         )
         if study.direction.name.lower() != direction:
-            raise ConfigError(f"study {study_name!r} in {url} {study.direction.name.lower()}s, not {direction}s")
-        _check_meta(study, {"space": space_to_dict(space), "n_startup": n_startup, **(meta or {})}, url)
+            raise ConfigError(f"study {study_name!r} in {redact(url, url)} {study.direction.name.lower()}s, not {direction}s")
+        _check_key(study, key, url)
 
     with LiveStudy(study, n_trials, enabled=progress) as live:
 
@@ -208,17 +243,29 @@ def optimize_study(
 
             return objective(trial, params, report)
 
-        run_trials(study, space, wrapped, n_trials=n_trials, timeout=timeout, on_event=live.on_event, catch=catch)
+        try:
+            run_trials(study, space, wrapped, n_trials=n_trials, timeout=timeout, on_event=live.on_event, catch=catch)
+        except catch as e:  # several trials in a row failed here: a broken setup, said once with its reasons
+            raise ConfigError(
+                f"study {study_name!r}: trials keep failing: {_reasons_text(study.get_trials(deepcopy=False))}",
+                hint="fix the search range or the fixed values; tune --show lists each trial's error",
+            ) from e
     return study
 
 
 def best_complete_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not done:
-        raise ConfigError(
-            f"study {study.study_name!r} has no complete trial to retrain",
-            hint="run more trials, use --pruner none, or check the failed trials with --show",
-        )
+    """The best COMPLETE trial; without one, an error that says why the trials did not complete."""
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        c = count_trials(trials)
+        if c.results == 0:
+            what, hint = "no trial ran", "run more trials or give a longer --timeout"
+        elif c.failed:
+            what = f"{c.failed} failed: {_reasons_text(trials)}" + (f"; {c.pruned} pruned" if c.pruned else "")
+            hint = "fix the search range or the fixed values that make them fail"
+        else:
+            what, hint = f"all {c.pruned} were pruned", "run more trials or use --pruner none"
+        raise ConfigError(f"study {study.study_name!r} has no complete trial to retrain ({what})", hint=hint)
     return study.best_trial
 
 
@@ -252,10 +299,12 @@ def retrain_seeds(
 
 
 def _summary_stats(scores: list[float]) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    from probekit._stats import mean_std_ci
+
     if not scores:
         return None, None, None
-    a = np.asarray(scores, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, confidence_interval(scores)
+    s = mean_std_ci(scores)
+    return s.mean, s.std, (None if s.ci_low is None else (s.ci_low, s.ci_high))
 
 
 def study_result(
@@ -277,7 +326,7 @@ def study_result(
     mean, std, ci = _summary_stats([s.score for s in seeds])
     return TuneResult(
         study_name=study.study_name,
-        storage=url,
+        storage=redact(url, url),
         probe=probe,
         protocol=protocol,
         metric=metric,
@@ -299,20 +348,59 @@ def study_result(
 
 
 # ---- probes ------------------------------------------------------------------------------------------
-# TrainConfig fields that are machinery, not hyperparameters (tuning them would make no sense).
-_NOT_TUNABLE = {"device", "amp", "num_threads", "seed", "eval_every", "eval_batch_size", "log_every", "checkpoint_every", "betas"}
-
-
-def _tunable_train_fields() -> set[str]:
-    from probekit.train import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)} - _NOT_TUNABLE
-
-
 def _plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     if not metrics:
         return {}
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def run_search(plan: TuningPlan, *, study_name: str, storage: str, fresh: bool = False) -> optuna.Study:
+    """The trials of a plan in the study `study_name` at `storage` (created, resumed or joined)."""
+    o = plan.options
+    return optimize_study(
+        plan.objective, plan.space, study_name=study_name, storage=storage, n_trials=o.n_trials,
+        n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval, max_resource=plan.total,
+        reduction_factor=o.reduction_factor, seed=o.seed, timeout=o.timeout, progress=o.progress,
+        meta=plan.key, catch=(ProbeError, ValueError, RuntimeError, TypeError), fresh=fresh,
+    )
+
+
+def retrain_best(plan: TuningPlan, study: optuna.Study, test: TokenData | None) -> list[SeedScore]:
+    """The best configuration trained with seeds 0..seeds-1 and scored on `test` (or the folds of train
+    under cross-validated protocols); nothing without seeds or test data."""
+    from probekit.train import run_protocol
+
+    o = plan.options
+    best = best_complete_trial(study)
+    # cross-validated protocols (ESC-50) score each seed on the folds of `train` itself
+    if o.seeds == 0 or (test is None and plan.protocol.selection != "cv"):
+        return []
+    probe_kw, train_kw = plan.split_params(best.params)
+
+    def run_seed(s: int, params: dict[str, Any]) -> SeedScore:
+        r = run_protocol(
+            plan.probe_name, plan.train, test, protocol=plan.protocol, hparams={**plan.hparams, **probe_kw},
+            train_overrides={**plan.fixed_train, **train_kw}, seed=s, val=plan.val, val_fraction=o.val_fraction,
+            num_heads=plan.heads, progress=False,
+        )
+        return SeedScore(seed=s, score=float(r.primary), metrics=_plain_metrics(r.metrics), steps=sum(f.steps_run for f in r.fits))
+
+    return retrain_seeds(study, run_seed, seeds=o.seeds, params=dict(best.params), metric=plan.metric, progress=o.progress)
+
+
+def finish(plan: TuningPlan, study: optuna.Study, scores: list[SeedScore], url: str) -> TuneResult:
+    """The TuneResult of a study (the seed retrain is also stored on the study for `tune --show`)."""
+    o = plan.options
+    result = study_result(
+        study, url=url, probe=plan.probe_name, protocol=plan.protocol.name, metric=plan.metric,
+        validation=plan.validation, space=plan.space, seeds=scores, pruner=o.pruner, n_startup=o.n_startup,
+    )
+    if scores:
+        study.set_user_attr(FINAL_ATTR, {
+            "metric": plan.metric, "params": result.best_params, "mean": result.mean, "std": result.std,
+            "ci95": result.ci95, "seeds": [dataclasses.asdict(s) for s in scores],
+        })
+    return result
 
 
 def tune(
@@ -322,10 +410,6 @@ def tune(
     val: TokenData | None = None,
     test: TokenData | None = None,
     protocol: str = "default",
-    n_trials: int = 50,
-    n_startup: int = 25,
-    pruner: str = "sha",
-    reduction_factor: int = 3,
     space: Mapping[str, Param | str] | None = None,
     space_file: str | None = None,
     only: tuple[str, ...] | list[str] | None = None,
@@ -333,13 +417,10 @@ def tune(
     train_overrides: Mapping[str, Any] | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    seeds: int = 5,
-    val_fraction: float | None = None,
-    eval_every: int | None = None,
+    fresh: bool = False,
     num_heads: int | None = None,
-    timeout: float | None = None,
-    seed: int = 0,
-    progress: bool = True,
+    options: TuneOptions | None = None,
+    **option_values: Any,
 ) -> TuneResult:
     """Tune a probe's hyperparameters on `train`, then retrain the best with `seeds` seeds and test each.
 
@@ -351,13 +432,6 @@ def tune(
         test: test tokens, read only by the final retrain (never while searching). Without it nothing is
             retrained, except under cross-validated protocols, which score on the folds of `train`.
         protocol: a named training protocol (`probekit.train.list_protocols()`): steps, batch, loss, selection.
-        n_trials: results the study should hold (complete + pruned + failed; trials killed with their worker
-            are re-run and do not count). An existing study is continued up to this number.
-        n_startup: quasi-random (scrambled Sobol) configurations before TPE takes over.
-        pruner: "sha" (successive halving), "hyperband" or "none", on the validation metric. Rungs sit at
-            eval_every * reduction_factor**k steps; a trial continues past a rung when it is in the top
-            1/reduction_factor of the trials that reached it.
-        reduction_factor: the pruner's reduction factor (2 keeps half at each rung, 3 a third).
         space: overrides of the search space by name (Param or "low:high[:log]" / "a,b,c" strings).
         space_file: a TOML file of overrides (`[space]` table); `space` wins over it.
         only: search just these names (e.g. ("lr", "weight_decay") as the unmute protocol); the rest keep
@@ -365,126 +439,24 @@ def tune(
         hparams: fixed probe hyperparameters (taken out of the search).
         train_overrides: fixed TrainConfig fields (taken out of the search), e.g. {"steps": 500}.
         storage: an Optuna RDB URL shared by workers; None = one SQLite file in results/studies/.
-        study_name: default "<probe>-<protocol>-<data fingerprint>", so the same call resumes its study.
-        seeds: retrains of the best configuration (0: none; workers that only help the search use 0).
-        eval_every: validation (and pruning) interval in steps; default the protocol's or a tenth of a run.
+        study_name: default "<probe>-<protocol>-<digest of the study key>", so the same inputs resume their
+            study and other inputs (weights, data, space, ...) get another one.
+        fresh: delete an existing study of that name and start again.
         num_heads: backbone heads for attentive probes.
-        timeout: seconds after which no new trial starts.
-        seed: seeds the samplers and every trial's training (the retrain uses seeds 0..seeds-1).
-        progress: live table of trials.
+        options: how to search (TuneOptions); or give its fields as keywords: n_trials, n_startup, pruner,
+            reduction_factor, seeds, eval_every, val_fraction, timeout, seed, progress.
 
     Returns:
         TuneResult: best parameters, trial counts, training steps, per-seed test scores, mean, std, 95% CI.
     """
-    # The training stack (sklearn, scipy) loads here, not with the module: the study engine alone starts
-    # worker processes twice as fast.
-    from probekit.probes import get_probe_class, make_probe
-    from probekit.train import fit, get_protocol, holdout_split, run_protocol
-
-    cls = get_probe_class(probe_name)
-    proto = get_protocol(protocol)
-    hparams = dict(hparams or {})
-    train_overrides = dict(train_overrides or {})
-    base = proto.train.replace(**train_overrides)  # validates the names
-    probe_names = set(cls.hparam_names())
-    allowed = probe_names | _tunable_train_fields()
-    for k in hparams:
-        if k not in probe_names:
-            raise ProbeError(f"probe {probe_name!r} has no hyperparameter {k!r}", hint=suggest(k, probe_names) if probe_names else "it takes none")
-    overrides: dict[str, Param | str] = dict(load_space_file(space_file)) if space_file else {}
-    overrides.update(space or {})
-    the_space = resolve_space(cls.search_space, overrides, allowed=allowed)
-    if only:
-        unknown = [k for k in only if k not in the_space]
-        if unknown:
-            raise ConfigError(f"--only {unknown[0]!r} is not in the search space", hint=suggest(unknown[0], the_space))
-        the_space = {k: v for k, v in the_space.items() if k in only}
-    for fixed in (*hparams, *train_overrides):  # fixed values leave the search
-        if fixed in the_space and fixed not in overrides:
-            the_space.pop(fixed)
-    if not the_space:
-        raise ConfigError("nothing left to search: every parameter is fixed", hint="drop some --only/--set values")
-
-    if val is not None:
-        fit_idx, val_idx, val_data = None, None, val
-        validation = "official validation split"
-        n_fit = train.num_clips
-    else:
-        frac = float(val_fraction if val_fraction is not None else proto.val_fraction)
-        fit_idx, val_idx = holdout_split(train.labels, multilabel=train.multilabel, fraction=frac, seed=0)
-        val_data = train
-        validation = f"{frac:.0%} of train held out (stratified, seed 0)"
-        n_fit = len(fit_idx)
-    total, _, _ = base.schedule(n_fit)
-    interval = int(eval_every or base.eval_every or max(1, total // 10))
-    heads = num_heads or getattr(train, "num_heads", None)
-    fixed_train = {k: v for k, v in train_overrides.items()}
-
-    def objective(trial: optuna.Trial, params: dict[str, Any], report: Callable[[int, float], None]) -> float:
-        probe_kw = {k: v for k, v in params.items() if k in probe_names}
-        train_kw = {k: v for k, v in params.items() if k not in probe_names}
-        probe = make_probe(
-            probe_name, num_layers=train.num_layers, embed_dim=train.embed_dim, num_classes=train.num_classes,
-            num_heads=heads, seed=seed, **{**hparams, **probe_kw},
-        )
-        config = base.replace(**train_kw, eval_every=interval, seed=seed)
-        best = [-math.inf]
-
-        def on_eval(step: int, value: float) -> None:
-            # Under best-validation selection a trial is worth its best validation so far: the pruner
-            # compares that, not a momentary dip of the cosine schedule.
-            if config.selection == "best_val":
-                best[0] = max(best[0], value)
-                value = best[0]
-            report(step, value)
-
-        res = fit(probe, train, config=config, train_indices=fit_idx, val_data=val_data, val_indices=val_idx,
-                  on_eval=on_eval, progress=False)
-        trial.set_user_attr("steps", int(res.steps_run))
-        return float(res.val_score)
-
-    name = study_name or f"{probe_name}-{proto.name}-{_fingerprint(train)}"
+    names = {f.name for f in dataclasses.fields(TuneOptions)}
+    unknown = sorted(set(option_values) - names)
+    if unknown:
+        raise TypeError(f"tune() got an unexpected keyword argument {unknown[0]!r}")
+    opts = dataclasses.replace(options or TuneOptions(), **option_values)
+    plan = plan_tuning(probe_name, train, val=val, protocol=protocol, space=space, space_file=space_file, only=only,
+                       hparams=hparams, train_overrides=train_overrides, num_heads=num_heads, options=opts)
+    name = study_name or default_study_name(probe_name, plan.key, prefix=f"{probe_name}-{plan.protocol.name}")
     url = storage or default_storage_url(name)
-    meta = {
-        "probe": probe_name,
-        "protocol": proto.name,
-        "validation": validation,
-        "data": _fingerprint(train),
-        "hparams": {k: repr(v) for k, v in sorted(hparams.items())},
-        "train_overrides": {k: repr(v) for k, v in sorted(fixed_train.items())},
-        "eval_every": interval,
-        "pruner": pruner if pruner == "none" else f"{pruner}/{reduction_factor}",
-    }
-    study = optimize_study(
-        objective, the_space, study_name=name, storage=url, n_trials=n_trials, n_startup=n_startup, pruner=pruner,
-        min_resource=interval, max_resource=total, reduction_factor=reduction_factor, seed=seed, timeout=timeout, progress=progress, meta=meta,
-        catch=(ProbeError,),
-    )
-
-    best = best_complete_trial(study)
-    metric = proto.metric if proto.metric != "auto" else ("mAP" if train.multilabel else "accuracy")
-    scores: list[SeedScore] = []
-    # cross-validated protocols (ESC-50) score each seed on the folds of `train` itself
-    if seeds > 0 and (test is not None or proto.selection == "cv"):
-        probe_kw = {k: v for k, v in best.params.items() if k in probe_names}
-        train_kw = {k: v for k, v in best.params.items() if k not in probe_names}
-
-        def run_seed(s: int, params: dict[str, Any]) -> SeedScore:
-            r = run_protocol(
-                probe_name, train, test, protocol=proto, hparams={**hparams, **probe_kw},
-                train_overrides={**fixed_train, **train_kw}, seed=s, val=val, val_fraction=val_fraction,
-                num_heads=heads, progress=False,
-            )
-            return SeedScore(seed=s, score=float(r.primary), metrics=_plain_metrics(r.metrics), steps=sum(f.steps_run for f in r.fits))
-
-        scores = retrain_seeds(study, run_seed, seeds=seeds, params=dict(best.params), metric=metric, progress=progress)
-    result = study_result(
-        study, url=url, probe=probe_name, protocol=proto.name, metric=metric, validation=validation,
-        space=the_space, seeds=scores, pruner=pruner, n_startup=n_startup,
-    )
-    if scores:
-        study.set_user_attr(FINAL_ATTR, {
-            "metric": metric, "params": result.best_params, "mean": result.mean, "std": result.std,
-            "ci95": result.ci95, "seeds": [dataclasses.asdict(s) for s in scores],
-        })
-    return result
+    study = run_search(plan, study_name=name, storage=url, fresh=fresh)
+    return finish(plan, study, retrain_best(plan, study, test), url)
