@@ -29,7 +29,7 @@ def make_store(root: Path, C: int, L: int, T: int, D: int, S: int) -> tuple[Path
     layout = StoreLayout(num_clips=C, layers=tuple(range(L)), grid=(T // 8, 8), embed_dim=D, dtype="float16",
                          clips_per_shard=S, batch_size=S, num_classes=10, multilabel=False, has_folds=False)
     N = layout.num_tokens
-    key = {"format": 1, "bench": True, "dims": [C, L, N, D]}
+    key = {"format": 1, "bench": True, "dims": [C, L, N, D], "dataset": {"name": "bench", "split": "test"}, "dtype": "float16"}
     store = TokenStore.create_or_open(root / "bench.zarr", key=key, layout=layout, provenance={"created": "bench"},
                                       clip_ids=[f"c{i}" for i in range(C)], labels=rng.integers(0, 10, C),
                                       folds=None, classes=[str(i) for i in range(10)])

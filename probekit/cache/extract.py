@@ -562,6 +562,8 @@ def extract(
     ignore_disk_space: bool = False,
     clips_per_shard: int | None = None,
     console=None,
+    allow_nonfinite: bool = False,
+    verify: bool | None = None,
 ) -> TokenStore | DryRun:
     """Extract per-layer tokens of `backbone` on `dataset`/`split` into the content-addressed store.
 
@@ -588,13 +590,20 @@ def extract(
             frontend as configured).
         ignore_disk_space: start even when the projected size exceeds the free space.
         clips_per_shard: shard size of a new store (default: ~256 MB of patch tokens per shard).
+        allow_nonfinite: store NaN/Inf tokens instead of refusing them (a NaN checkpoint otherwise
+            stops at its first batch, naming the clips).
+        verify: re-hash finished shards against their completion records before reusing them. Default:
+            on for a complete store (a rerun repairs bit flips the reader reported), off when resuming
+            (then only missing, 0-byte and wrong-size shard files are found). Damaged shards, and shards
+            holding a failed clip that decodes now, are extracted again.
 
     Returns:
         The finished `TokenStore` (or, with `shard`, this process's part of it; the last process to
         finish finalises the store), or a `DryRun` report.
 
     Raises:
-        CacheError: locked store, disk full, not enough space; AudioError with on_error="fail".
+        CacheError: locked store, disk full, not enough space, every clip of the split failed,
+            non-finite tokens; AudioError with on_error="fail".
     """
     from rich.console import Console
 
@@ -619,6 +628,9 @@ def extract(
             backbone, dataset, split, cache_dir=cache_dir, layers=layers, dtype=dtype, batch_size=batch_size,
             device=device, autocast=autocast, frontend_style=frontend_style, clips_per_shard=clips_per_shard,
         )
+    mine = [j for j in range(p.layout.num_shards) if j % sn == si]
+    full_check = bool(verify)
+    redo: dict[int, str] = {}
     if p.path.exists():
         existing = TokenStore(p.path)
         if existing.key != p.key:  # copied or renamed by hand: never reuse or resume it as these inputs' tokens
@@ -628,17 +640,20 @@ def extract(
                 hint="it was copied or renamed by hand; remove it (`probekit cache rm`) and extract again",
             )
         if existing.complete:
-            if progress:
-                console.print(f"[green]cache hit[/]: {p.path}", highlight=False)
-            return existing
+            full_check = verify is None or verify
+            redo = _shards_to_redo(p, existing, mine, full=full_check)
+            if not redo:
+                if progress:
+                    console.print(f"[green]cache hit[/]: {p.path}", highlight=False)
+                _refuse_all_failed(existing, p)
+                return existing
     if p.layout.batch_size != batch_size and progress:
         console.print(f"resuming with the store's batch size {p.layout.batch_size} (bitwise-identical results)")
     bs = p.layout.batch_size
     layout = p.layout
 
     # disk space: what is left to write must fit
-    done_before = TokenStore(p.path).done_shards() if p.path.exists() else set()
-    mine = [j for j in range(layout.num_shards) if j % sn == si]
+    done_before = TokenStore(p.path).done_shards() - set(redo) if p.path.exists() else set()
     pending = [j for j in mine if j not in done_before]
     todo_clips = sum(layout.shard_rows(j)[1] - layout.shard_rows(j)[0] for j in pending)
     need = todo_clips * layout.clip_bytes()
@@ -662,17 +677,87 @@ def extract(
         classes=dataset.spec.classes,
     )
     with store.lock((si, sn)):
-        pending = [j for j in mine if j not in store.done_shards()]  # re-read under the lock
+        # re-read under the lock: damaged shards and shards of failed clips that decode now are redone
+        redo = _shards_to_redo(p, store, mine, full=full_check)
+        if redo:
+            if progress:
+                console.print(f"[yellow]re-extracting {len(redo)} shard(s)[/]: "
+                              + "; ".join(redo[j] for j in sorted(redo)[:3]), highlight=False)
+            store.reopen_shards(list(redo))
+        pending = [j for j in mine if j not in store.done_shards()]
         if pending:
-            _run(p, store, pending, bs, n_workers, on_error, progress, console)
+            _run(p, store, pending, bs, n_workers, on_error, progress, console, allow_nonfinite)
         store.finalize()
     if progress:
         _print_summary(store, console)
+    _refuse_all_failed(store, p)
     return store
 
 
+# ---- integrity: what a rerun redoes, and what it refuses -------------------------------------------
+def _shards_to_redo(p: Plan, store: TokenStore, shards: Sequence[int], *, full: bool) -> dict[int, str]:
+    """Finished shards among `shards` to extract again, with the reason.
+
+    Damaged ones (missing, 0-byte or wrong-size files, unreadable completion records; with `full` also
+    checksum mismatches) and ones holding a failed clip that decodes now (a file that was unreadable,
+    e.g. for its permissions, and has been fixed: the dataset fingerprint does not see that).
+    """
+    redo = store.damaged_shards(shards, full=full)
+    S = store.layout.clips_per_shard
+    mine = set(shards) & store.done_shards()
+    retry = [f for f in store.failed_clips() if int(f["index"]) // S in mine and int(f["index"]) // S not in redo]
+    if retry:
+        source = _ClipFeatures(p.clips, _cpu_frontend(p), p.backbone.sample_rate)
+        for f in retry:
+            i = int(f["index"])
+            if i < len(p.clips) and source[i][3] is None:
+                redo.setdefault(i // S, f"failed clip {f['id']} decodes now")
+    return redo
+
+
+def _refuse_all_failed(store: TokenStore, p: Plan) -> None:
+    """A store in which every clip failed holds no tokens: an error naming the split, not a silent success."""
+    if not store.complete:
+        return
+    failed = store.failed_clips()
+    n = store.layout.num_clips
+    if n and len(failed) >= n:
+        first = "; ".join(f"{f['id']}: {f['error']}" for f in failed[:3])
+        raise CacheError(
+            f"every one of the {n} clips of {p.dataset.spec.name}/{p.split} failed to extract (first: {first})",
+            hint="fix the files or the paths (--data-root, the manifest); a rerun retries failed clips",
+        )
+
+
+def _nonfinite_clips(patch: torch.Tensor, cls: torch.Tensor, dtype: str) -> torch.Tensor:
+    """(B,) bool: clips with a NaN/Inf token as stored (float16 also overflows to Inf past 65504)."""
+    def bad(t):
+        t = t.to(torch.float16) if dtype == "float16" else t
+        return ~torch.isfinite(t).flatten(1).all(1)
+
+    return bad(patch) | bad(cls)
+
+
+def _refuse_nonfinite(p: Plan, rows: np.ndarray, bad: np.ndarray) -> None:
+    ids = [p.clips[int(i)].id for i in rows[bad]]
+    raise CacheError(
+        f"{p.backbone.name} produced NaN/Inf tokens for {len(ids)} of {len(rows)} clips of "
+        f"{p.dataset.spec.name}/{p.split} in the batch of clips {int(rows[0])}-{int(rows[-1])} "
+        f"(first: {', '.join(ids[:3])})",
+        hint="check the checkpoint for NaN/Inf weights (`probekit check-backbone`); "
+        "--allow-nonfinite (allow_nonfinite=True) stores them anyway",
+    )
+
+
+def _cpu_frontend(p: Plan):
+    frontend = p.backbone.frontend
+    if hasattr(frontend, "cpu"):  # workers compute features on the CPU; leave the backbone's own copy alone
+        frontend = copy.deepcopy(frontend).cpu()
+    return frontend
+
+
 def _run(p: Plan, store: TokenStore, pending: list[int], bs: int, n_workers: int, on_error: str, progress: bool,
-         console) -> None:
+         console, allow_nonfinite: bool = False) -> None:
     layout = store.layout
     batches = []
     for j in pending:
@@ -728,6 +813,10 @@ def _run(p: Plan, store: TokenStore, pending: list[int], bs: int, n_workers: int
                             raise CacheError(f"backbone returned grid {tuple(lt.grid)}, the store has {layout.grid}")
                         patch = lt.patch.index_select(1, layer_idx)
                         cls = lt.cls.index_select(1, layer_idx)
+                    if not allow_nonfinite:
+                        bad = _nonfinite_clips(patch, cls, layout.dtype).cpu().numpy()
+                        if bad.any():
+                            _refuse_nonfinite(p, rows.numpy()[okn], bad)
                     for name, t in (("patch", patch), ("cls", cls)):
                         for suffix, arr in encode_for_storage(t, layout.dtype).items():
                             arrays[name + suffix][okn] = arr

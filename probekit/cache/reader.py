@@ -87,16 +87,27 @@ class CacheReader:
         self.folds = np.asarray(g["folds"][...]).astype(np.int64)[self.rows] if "folds" in g else None
         self.valid_rows = np.clip(np.asarray(g["valid_rows"][...]).astype(np.int64), 0, None)[self.rows]
         self.num_clips = len(self.rows)
-        self._patch = ShardReader(g["patch"])
-        self._cls = ShardReader(g["cls"])
-        self._pscale = ShardReader(g["patch_scale"]) if self.dtype == "int8" else None
+        # every shard is checked against its completion record (sha256) before its first read
+        self._patch = self.store.shard_reader("patch")
+        self._cls = self.store.shard_reader("cls")
+        self._pscale = self.store.shard_reader("patch_scale") if self.dtype == "int8" else None
         self._cscale = g["cls_scale"] if self.dtype == "int8" else None
-        self._cscale_ram = np.asarray(self._cscale[...]) if self._cscale is not None else None
+        self._cscale_ram = self._checked_cls_scale() if self._cscale is not None else None
         self.threads = max(0, int(threads))
         self.prefetch = max(1, int(prefetch))
         self._ram: dict[str, np.ndarray] | None = None
         if preload is True or (preload == "auto" and self.nbytes * 2 < _available_ram()):
             self.preload()
+
+    def _checked_cls_scale(self) -> np.ndarray:
+        """int8 stores: the (small) cls scales, read whole and checked shard by shard."""
+        checker = self.store.shard_reader("cls_scale")
+        checker.check_rows(np.arange(self.layout.num_clips))
+        return np.asarray(self._cscale[...])
+
+    def failed_counts(self) -> dict:
+        """{split, clips, failed, ids}: clips of this split whose extraction failed (`TokenStore.failed_counts`)."""
+        return self.store.failed_counts()
 
     # ---- sizes and preload -------------------------------------------------------------------
     @property
@@ -127,6 +138,7 @@ class CacheReader:
         """(len(rows), len(layers), ...) in storage dtype."""
         shape = reader.shape
         if not reader.fast:  # codecs this reader does not know: zarr's own (slow) path
+            reader.check_rows(rows)
             sel = np.sort(rows)
             data = np.asarray(reader.array.oindex[sel, list(layers)])
             return data[np.searchsorted(sel, rows)]

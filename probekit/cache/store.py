@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -283,18 +284,32 @@ class TokenStore:
         except Exception as e:
             raise CacheError(f"{self.path}: unreadable store ({e})", hint="remove it with `probekit cache rm`") from e
         meta = dict(self.group.attrs).get("probekit")
-        if not isinstance(meta, Mapping) or "key" not in meta:
-            raise CacheError(f"{self.path}: not a probekit token store (no 'probekit' attributes)")
+        if not isinstance(meta, Mapping):
+            raise NotAStoreError(self.path)
         if meta.get("format") != FORMAT_VERSION:
             raise CacheError(
                 f"{self.path}: store format {meta.get('format')} is not {FORMAT_VERSION}",
                 hint="re-extract with this probekit version",
             )
         self.meta = dict(meta)
-        self.key = meta["key"]
-        self.layout = StoreLayout.from_dict(meta["layout"])
+        self.key, self.layout = self._parse_meta(self.path, meta)
         if key_digest(self.key) != meta.get("digest"):
             raise CacheError(f"{self.path}: key digest does not match its key (edited attributes?)")
+
+    @staticmethod
+    def _parse_meta(path: Path, meta: Mapping[str, Any]) -> tuple[dict, StoreLayout]:
+        """Key and layout of the 'probekit' attributes; incomplete ones are a named error, not a KeyError."""
+        try:
+            key = meta["key"]
+            layout = StoreLayout.from_dict(meta["layout"])
+            key["dataset"]["name"], key["dataset"]["split"], key["dtype"]  # noqa: B018 - read by every caller
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise NotAStoreError(
+                path, f"incomplete probekit attributes: {what}",
+                hint="it was not written by probekit, or its zarr.json was edited; remove it with `probekit cache rm`",
+            ) from None
+        return key, layout
 
     # ---- creation ---------------------------------------------------------------------------
     @classmethod
@@ -318,12 +333,12 @@ class TokenStore:
         from filelock import FileLock, Timeout
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_cache_root(path.parent, create=True)
         if (path / "zarr.json").exists():  # created stores appear whole (rename): no lock needed to open one
             return cls._open_created(path, key)
         lock_path = Path(str(path) + ".create.lock")
         try:
-            with FileLock(str(lock_path), timeout=600):
+            with _writable(path.parent), FileLock(str(lock_path), timeout=600):
                 try:
                     if (path / "zarr.json").exists():
                         return cls._open_created(path, key)
@@ -417,9 +432,12 @@ class TokenStore:
 
     def done_record(self, j: int) -> dict:
         try:
-            return json.loads(self._done_path(j).read_text())
+            rec = json.loads(self._done_path(j).read_text())
         except (OSError, ValueError) as e:
-            raise CacheError(f"{self._done_path(j)}: unreadable completion record ({e})") from e
+            raise CacheError(f"{self._done_path(j)}: unreadable completion record ({e})", hint=REPAIR_HINT) from e
+        if not isinstance(rec, dict):
+            raise CacheError(f"{self._done_path(j)}: unreadable completion record (not an object)", hint=REPAIR_HINT)
+        return rec
 
     @property
     def complete(self) -> bool:
@@ -440,6 +458,7 @@ class TokenStore:
                 "shard": j,
                 "rows": [start, stop],
                 "checksums": checksums,
+                "files": self._file_sizes(j, sorted(arrays)),
                 "valid_rows": [int(v) for v in valid_rows],
                 "failed": failed,
             }
@@ -505,21 +524,106 @@ class TokenStore:
             problems.append(f"{len(missing)} of {self.layout.num_shards} shards not extracted (first: {missing[:5]})")
         if not self.complete:
             problems.append("store not finalised (extraction did not finish; rerun it to resume)")
-        if checksums:
-            for j in sorted(done):
-                rec = self.done_record(j)
-                s, e = rec["rows"]
-                for name, want in rec["checksums"].items():
-                    try:
-                        got = hashlib.sha256(np.ascontiguousarray(self.group[name][s:e]).tobytes()).hexdigest()
-                    except Exception as ex:  # noqa: BLE001 - corrupt shard files raise codec errors
-                        problems.append(f"shard {j} of {name}: unreadable ({type(ex).__name__}: {ex})")
-                        continue
-                    if got != want:
-                        problems.append(f"shard {j} of {name} (clips {s}-{e}): checksum mismatch")
-                if progress is not None:
-                    progress()
+        damaged = self.damaged_shards(full=checksums, progress=progress)
+        problems += [damaged[j] for j in sorted(damaged)]
         return problems
+
+    # ---- integrity: what the completion records promise, checked ----------------------------------
+    def token_arrays(self) -> tuple[str, ...]:
+        """The arrays every completion record holds a checksum of."""
+        return ("cls", "patch") + (("cls_scale", "patch_scale") if self.layout.dtype == "int8" else ())
+
+    def _file_sizes(self, j: int, names: Sequence[str]) -> dict[str, int]:
+        """Bytes of shard j's file per array (0: no file, zarr skips shards of fill values only)."""
+        out = {}
+        for name in names:
+            try:
+                out[name] = ShardReader(self.group[name]).shard_path(j).stat().st_size
+            except (OSError, TypeError):
+                out[name] = 0
+        return out
+
+    def expected_shard(self, name: str, j: int) -> tuple[int, int, str, int | None]:
+        """(start, stop, sha256, file size or None) of array `name` in shard j, from its completion record."""
+        rec = self.done_record(j)
+        try:
+            s, e = (int(v) for v in rec["rows"])
+            want = str(rec["checksums"][name])
+        except (KeyError, TypeError, ValueError) as ex:
+            raise CacheError(f"{self._done_path(j)}: completion record has no rows/checksum of {name} ({ex})",
+                             hint=REPAIR_HINT) from None
+        size = (rec.get("files") or {}).get(name)
+        return s, e, want, None if size is None else int(size)
+
+    def shard_reader(self, name: str, **kw) -> ShardReader:
+        """A ShardReader of array `name` that checks each shard against its completion record."""
+        return ShardReader(self.group[name], expected=lambda j: self.expected_shard(name, j), **kw)
+
+    def damaged_shards(self, shards: Sequence[int] | None = None, *, full: bool = False, progress=None) -> dict[int, str]:
+        """Finished shards (of `shards`, default all) whose data does not match their completion record.
+
+        {shard: problem}. A record that cannot be read counts as damaged. `full=False` checks that each
+        shard file exists with the size its record gives (no data read: cheap); `full=True` also
+        re-hashes every byte (the cost of reading the store once).
+        """
+        done = self.done_shards()
+        targets = sorted(done if shards is None else set(shards) & done)
+        readers = {name: self.shard_reader(name, max_open=1) for name in self.token_arrays()}
+        out: dict[int, str] = {}
+        for j in targets:
+            try:
+                self.done_record(j)
+                for name in self.token_arrays():
+                    readers[name].check(j, full=full)
+            except DamagedShardError as e:
+                out[j] = e.short
+            except CacheError as e:
+                out[j] = f"shard {j}: {e.message}"
+            if progress is not None:
+                progress()
+        return out
+
+    def reopen_shards(self, shards: Sequence[int]) -> None:
+        """Mark shards as not done (their records and files go) so extraction writes them again.
+
+        Call under this store's extraction lock. A complete store becomes incomplete until then.
+        """
+        shards = sorted(set(int(j) for j in shards))
+        if not shards:
+            return
+        try:
+            if self.complete:
+                meta = dict(self.meta, complete=False)
+                self.group.attrs["probekit"] = meta
+                self.meta = meta
+            for j in shards:
+                self._done_path(j).unlink(missing_ok=True)  # first: a crash from here on leaves the shard pending
+                for name in self.token_arrays():
+                    ShardReader(self.group[name]).shard_path(j).unlink(missing_ok=True)
+        except PermissionError as e:
+            raise CacheError(f"{self.path}: cannot repair a read-only store ({e.strerror})",
+                             hint="make it writable, or extract into another --cache-dir") from e
+
+    def failed_clips(self) -> list[dict]:
+        """Clips whose extraction failed ({index, id, error}): from the finished store, else the records so far."""
+        if self.complete:
+            return list(self.meta.get("failed_clips", []))
+        out: list[dict] = []
+        for j in sorted(self.done_shards()):
+            try:
+                out += self.done_record(j).get("failed", [])
+            except CacheError:
+                pass
+        return out
+
+    def failed_counts(self) -> dict:
+        """{split, clips, failed, ids}: how many clips of this store's split failed (first ids named).
+
+        For result records and for probes that must refuse when test clips are missing.
+        """
+        failed = self.failed_clips()
+        return {"split": self.key["dataset"]["split"], "clips": self.layout.num_clips, "failed": len(failed),
+                "ids": [str(f.get("id")) for f in failed[:5]]}
 
     def summary(self) -> dict:
         prov = self.meta.get("provenance", {})
@@ -611,6 +715,39 @@ class ExtractionLock:
 # ---- fast reads ----------------------------------------------------------------------------------
 _EMPTY = np.uint64(2**64 - 1)
 
+REPAIR_HINT = ("rerun the same `probekit extract` command: it re-extracts damaged shards "
+               "(`probekit cache verify` lists them)")
+
+# Shard files already checked against their completion record in this process, by file identity
+# (path, inode, size, mtime) and expected checksum: a file replaced or rewritten is checked again.
+_VERIFIED: set[tuple] = set()
+_VERIFIED_LOCK = threading.Lock()
+_ZEROS_SHA: dict[int, str] = {}
+_HASH_BLOCK = 32 * 2**20  # bytes gathered and hashed at a time
+
+
+class DamagedShardError(CacheError):
+    """A finished shard whose file is missing, truncated, or does not match its completion record."""
+
+    def __init__(self, store: Path, array: str, shard: int, rows: tuple[int, int] | None, why: str):
+        self.store, self.array, self.shard, self.why = Path(store), array, int(shard), why
+        where = f" (clips {rows[0]}-{rows[1]})" if rows else ""
+        self.short = f"shard {shard} of {array}{where}: {why}"
+        super().__init__(f"{store}: {self.short}", hint=REPAIR_HINT)
+
+
+def _zeros_sha(nbytes: int) -> str:
+    """sha256 of `nbytes` zero bytes (a shard zarr left unwritten because it holds only fill values)."""
+    got = _ZEROS_SHA.get(nbytes)
+    if got is None:
+        h, block, left = hashlib.sha256(), bytes(min(nbytes, _HASH_BLOCK)), nbytes
+        while left:
+            n = min(left, len(block))
+            h.update(block[:n] if n < len(block) else block)
+            left -= n
+        got = _ZEROS_SHA[nbytes] = h.hexdigest()
+    return got
+
 
 class ShardReader:
     """Reads (clip, layer) chunks of one sharded, uncompressed array straight from its shard files.
@@ -619,9 +756,14 @@ class ShardReader:
     benchmarks/cache_io.py), so the reader maps each shard file and views chunks through the shard index
     (Zarr v3 sharding spec: index at the end, (offset, nbytes) uint64 per inner chunk, C order, crc32c).
     Falls back to zarr when the array uses codecs this path does not know.
+
+    With `expected` (`j -> (start, stop, sha256, file size or None)`, what shard j's completion record
+    says; `TokenStore.expected_shard`) every shard is checked before its first read, once per process:
+    a missing, truncated or altered shard file raises `DamagedShardError` instead of handing out wrong
+    tokens. The checksum covers the shard's logical bytes (rows start..stop in C order, as written).
     """
 
-    def __init__(self, array, *, max_open: int = 256):
+    def __init__(self, array, *, max_open: int = 256, expected=None):
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
@@ -642,12 +784,18 @@ class ShardReader:
             self.shard_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
             self.chunk_shape = tuple(cfg["chunk_shape"])
             self.index_crc = [c["name"] for c in idx] == ["bytes", "crc32c"]
-        self.root = Path(str(array.store_path.store.root)) / array.store_path.path if self.fast else None
-        sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") if self.fast else "/"
-        self._sep = sep
-        self._prefix = "c" if meta.get("chunk_key_encoding", {}).get("name") == "default" else ""
+        # rows per stored file (a shard, or a plain chunk for unsharded arrays)
+        self.rows_per_file = int(meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [1])[0])
+        root = getattr(array.store_path.store, "root", None)
+        self.root = Path(str(root)) / array.store_path.path if root is not None else None
+        enc = meta.get("chunk_key_encoding", {})
+        self._sep = enc.get("configuration", {}).get("separator", "/" if enc.get("name", "default") == "default" else ".")
+        self._prefix = "c" if enc.get("name", "default") == "default" else ""
         self._open: OrderedDict[int, tuple[Any, np.ndarray | None]] = OrderedDict()
         self._max_open = max_open
+        self._expected = expected
+        self._expect_cache: dict[int, tuple[int, int, str, int | None]] = {}
+        self._lock = threading.Lock()
         if self.fast:
             per = [s // c for s, c in zip(self.shard_shape, self.chunk_shape)]
             self._chunks_per_shard = per
@@ -655,33 +803,146 @@ class ShardReader:
             self._nchunks = int(np.prod(per))
             self._chunk_items = int(np.prod(self.chunk_shape))
 
-    def _shard(self, j: int):
-        hit = self._open.get(j)
-        if hit is not None:
-            self._open.move_to_end(j)
-            return hit
-        nd = len(self.shape)
-        coords = [str(j)] + ["0"] * (nd - 1)
-        path = self.root / self._sep.join([self._prefix, *coords]) if self._prefix else self.root / self._sep.join(coords)
+    @property
+    def name(self) -> str:
+        return self.root.name if self.root is not None else str(self.array.path)
+
+    def shard_path(self, j: int) -> Path:
+        """The file holding rows j*S .. (j+1)*S (S = rows per shard)."""
+        coords = [str(j)] + ["0"] * (len(self.shape) - 1)
+        key = self._sep.join([self._prefix, *coords]) if self._prefix else self._sep.join(coords)
+        return self.root / key
+
+    def _rel(self, j: int) -> str:
+        """Shard j's file relative to the store (for messages)."""
+        return f"{self.name}/{self.shard_path(j).relative_to(self.root).as_posix()}"
+
+    # ---- integrity --------------------------------------------------------------------------------
+    def _expect(self, j: int) -> tuple[int, int, str, int | None]:
+        got = self._expect_cache.get(j)
+        if got is None:
+            got = self._expect_cache[j] = self._expected(j)
+        return got
+
+    def _damaged(self, j: int, why: str) -> DamagedShardError:
+        rows = None
+        if self._expected is not None:
+            try:
+                rows = self._expect(j)[:2]
+            except CacheError:
+                pass
+        store = self.root.parent if self.root is not None else Path(str(self.array.store_path))
+        return DamagedShardError(store, self.name, j, rows, why)
+
+    def _map(self, j: int):
+        """(mat, index, stat) of shard j's file; (None, None, None) when it does not exist."""
+        path = self.shard_path(j)
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed right below, the mmap outlives it
         except FileNotFoundError:
-            entry = (None, None)  # shard never written: all fill value
+            return None, None, None
+        with f:
+            st = os.fstat(f.fileno())
+            tail = 16 * self._nchunks + (4 if self.index_crc else 0)
+            if st.st_size < tail:  # a 0-byte or cut file: no room for its index
+                raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, too short for its index (truncated)")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        n = self._nchunks
+        index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=len(mm) - tail).reshape(n, 2)
+        # uncompressed chunks all have one size and are packed from offset 0, so the data part is a
+        # (chunks, items) matrix and a batch is one fancy-index gather (checked per read)
+        nbytes = self._chunk_items * self.dtype.itemsize
+        full = (len(mm) - tail) // nbytes
+        mat = np.frombuffer(mm, dtype=self.dtype, count=full * self._chunk_items).reshape(full, self._chunk_items)
+        return mat, index, st
+
+    def _positions(self, j: int, mat, index, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of `mat` holding `chunk_ids` of shard j, and which of them are empty (fill value)."""
+        nbytes = np.uint64(self._chunk_items * self.dtype.itemsize)
+        off = index[chunk_ids, 0]
+        empty = off == _EMPTY
+        pos = np.where(empty, np.uint64(0), off // nbytes).astype(np.int64)
+        if not bool((off[~empty] % nbytes == 0).all()) or (pos >= len(mat)).any():
+            raise self._damaged(j, "not laid out as probekit writes it (corrupt index)")
+        return pos, empty
+
+    def _logical_sha(self, j: int, mat, index, nrows: int) -> str:
+        """sha256 of rows 0..nrows of shard j in C order (what `TokenStore.write_shard` hashed)."""
+        h = hashlib.sha256()
+        n = nrows * self._per_row
+        step = max(1, _HASH_BLOCK // (self._chunk_items * self.dtype.itemsize))
+        for a in range(0, n, step):
+            ids = np.arange(a, min(n, a + step))
+            pos, empty = self._positions(j, mat, index, ids)
+            block = np.take(mat, pos, axis=0)
+            if empty.any():
+                block[empty] = 0
+            h.update(block)
+        return h.hexdigest()
+
+    def _check(self, j: int, entry, *, full: bool = True) -> None:
+        """Raise DamagedShardError unless shard j's file matches its completion record.
+
+        `full=False` checks only existence and size (cheap: no read); `full=True` also the checksum,
+        once per file per process.
+        """
+        s, e, want, size = self._expect(j)
+        mat, index, st = entry
+        logical = (e - s) * int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        if st is None:  # zarr writes no file for a shard of fill values only
+            if size not in (None, 0) or want != _zeros_sha(logical):
+                raise self._damaged(j, f"file {self._rel(j)} is missing")
+            return
+        if size is not None and st.st_size != size:
+            raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, its record says {size}")
+        if not full:
+            return
+        ident = (str(self.shard_path(j)), st.st_ino, st.st_size, st.st_mtime_ns, want)
+        if ident in _VERIFIED:
+            return
+        if self.fast:
+            got = self._logical_sha(j, mat, index, e - s)
         else:
-            with f:
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            n = self._nchunks
-            tail = 16 * n + (4 if self.index_crc else 0)
-            index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=len(mm) - tail).reshape(n, 2)
-            # uncompressed chunks all have one size and are packed from offset 0, so the data part is a
-            # (chunks, items) matrix and a batch is one fancy-index gather (checked per read)
-            nbytes = self._chunk_items * self.dtype.itemsize
-            full = (len(mm) - tail) // nbytes
-            mat = np.frombuffer(mm, dtype=self.dtype, count=full * self._chunk_items).reshape(full, self._chunk_items)
-            entry = (mat, index)
-        self._open[j] = entry
-        if len(self._open) > self._max_open:
-            self._open.popitem(last=False)
+            got = hashlib.sha256(np.ascontiguousarray(self.array[s:e]).tobytes()).hexdigest()
+        if got != want:
+            raise self._damaged(j, "checksum mismatch")
+        with _VERIFIED_LOCK:
+            _VERIFIED.add(ident)
+
+    def check(self, j: int, *, full: bool = True) -> None:
+        """Check shard j against its completion record (raises DamagedShardError)."""
+        if self.fast:
+            entry = self._map(j)
+        else:
+            try:
+                st = os.stat(self.shard_path(j)) if self.root is not None else None
+            except FileNotFoundError:
+                st = None
+            entry = (None, None, st)
+        self._check(j, entry, full=full)
+
+    def check_rows(self, rows) -> None:
+        """Check every shard that `rows` touch (the zarr fallback path reads without `_shard`)."""
+        if self._expected is None:
+            return
+        for j in np.unique(np.asarray(rows, dtype=np.int64) // self.rows_per_file):
+            self.check(int(j))
+
+    def _shard(self, j: int):
+        hit = self._open.get(j)
+        if hit is not None:
+            with self._lock:
+                if j in self._open:
+                    self._open.move_to_end(j)
+            return hit
+        mat, index, st = self._map(j)
+        if self._expected is not None:
+            self._check(j, (mat, index, st))
+        entry = (mat, index)  # (None, None): shard never written, all fill value
+        with self._lock:
+            self._open[j] = entry
+            if len(self._open) > self._max_open:
+                self._open.popitem(last=False)
         return entry
 
     def read(self, rows: np.ndarray, inner: Sequence[int]) -> np.ndarray:
@@ -697,23 +958,16 @@ class ShardReader:
         flat = out.reshape(R * K, items)
         S = self.shard_shape[0]
         shard, local = np.divmod(rows, S)
-        nbytes = np.uint64(items * self.dtype.itemsize)
         # runs of equal shard numbers (one run per shard when rows are sorted)
         cuts = np.flatnonzero(np.diff(shard)) + 1
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, R]):
             a, b = int(a), int(b)
-            mat, index = self._shard(int(shard[a]))
+            j = int(shard[a])
+            mat, index = self._shard(j)
             if mat is None:
                 flat[a * K : b * K] = 0
                 continue
-            off = index[local[a:b, None] * self._per_row + inner[None, :], 0].ravel()
-            empty = off == _EMPTY
-            pos = np.where(empty, np.uint64(0), off // nbytes).astype(np.int64)
-            if not bool((off[~empty] % nbytes == 0).all()) or (pos >= len(mat)).any():
-                raise CacheError(
-                    f"{self.root}: shard {int(shard[a])} is not laid out as probekit writes it (corrupt?)",
-                    hint="run `probekit cache verify`; re-extract if it fails",
-                )
+            pos, empty = self._positions(j, mat, index, (local[a:b, None] * self._per_row + inner[None, :]).ravel())
             np.take(mat, pos, axis=0, out=flat[a * K : b * K], mode="clip")  # "raise" would buffer: 2 copies
             if empty.any():
                 flat[a * K : b * K][empty] = 0
@@ -723,8 +977,50 @@ class ShardReader:
         self._open.clear()
 
 
+class NotAStoreError(CacheError):
+    """A `*.zarr` folder that is not a probekit token store.
+
+    `detail` None: no probekit attributes at all (someone else's zarr); else what is wrong with them.
+    """
+
+    def __init__(self, path: Path, detail: str | None = None, *, hint: str | None = None):
+        self.detail = detail
+        super().__init__(f"{path}: not a probekit token store ({detail or 'no probekit attributes'})", hint=hint)
+
+
+def check_cache_root(root: Path, *, create: bool = False) -> None:
+    """A cache root that is a file (PROBEKIT_CACHE=some file) is a named error, not FileExistsError."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"cache dir {root} is not a folder",
+                         hint="point --cache-dir or PROBEKIT_CACHE at a folder (it is created if missing)")
+    if create:
+        with _writable(root):
+            root.mkdir(parents=True, exist_ok=True)
+
+
+class _writable:
+    """Turns permission errors while writing under `root` into one named line."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, tp, exc, tb):
+        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CacheError(f"cannot write to cache dir {self.root} ({exc.strerror})",
+                             hint="pick a writable --cache-dir (or PROBEKIT_CACHE)") from exc
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            raise CacheError(f"cannot create cache dir {self.root} ({exc.strerror}: {exc.filename})",
+                             hint="point --cache-dir or PROBEKIT_CACHE at a folder") from exc
+        return False
+
+
 def list_stores(cache_dir: str | os.PathLike | None = None) -> Iterator[Path]:
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    check_cache_root(root)
     if not root.is_dir():
         return iter(())
     return iter(sorted(p for p in root.glob("*.zarr") if (p / "zarr.json").is_file()))

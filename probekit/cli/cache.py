@@ -37,6 +37,9 @@ def extract_command(
     force: bool = typer.Option(False, "--force", help="Delete an existing store with this key first."),
     ignore_disk_space: bool = typer.Option(False, "--ignore-disk-space", help="Start even if it will not fit."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Store NaN/Inf tokens (default: refuse)."),
+    verify: bool | None = typer.Option(None, "--verify/--no-verify",
+                                       help="Re-hash finished shards first (default: when the store is complete)."),
 ) -> None:
     """Extract per-layer tokens once into the content-addressed cache (resumable; rerun to finish)."""
     from probekit.backbones import get_backbone
@@ -52,21 +55,47 @@ def extract_command(
             bb, ds, s, cache_dir=cache_dir, layers=layers, dtype=dtype, batch_size=batch_size, device=device,
             workers=workers, shard=shard, on_error=on_error, dry_run=dry_run, force=force, autocast=autocast,
             progress=progress, frontend_style=frontend_style, ignore_disk_space=ignore_disk_space, console=console,
+            allow_nonfinite=allow_nonfinite, verify=verify,
         )
         if not dry_run and not progress:
             console.print(str(out.path), highlight=False)
+            _warn_failed(out)
+
+
+def _warn_failed(store) -> None:
+    """--no-progress prints no summary: failed clips still get one line on stderr."""
+    from probekit.cli import err_console
+
+    c = store.failed_counts()
+    if c["failed"]:
+        err_console.print(f"[yellow]warning:[/] {c['failed']} of {c['clips']} clips of split {c['split']} failed "
+                          f"(first: {', '.join(c['ids'][:3])}); `probekit cache ls` counts them", highlight=False)
 
 
 def _stores(cache_dir: Path | None):
-    from probekit.cache.store import TokenStore, list_stores
+    stores, others = _scan(cache_dir)
+    for p, why, _ in others:
+        console.print(f"[yellow]skipping[/] {p.name}: {why}", highlight=False)
+    return stores
 
-    out = []
+
+def _scan(cache_dir: Path | None):
+    """(probekit stores, [(path, why, counts_as_damage)]): foreign *.zarr and unreadable stores are listed.
+
+    A *.zarr with no probekit attributes is someone else's (not damage); one whose zarr.json or probekit
+    attributes cannot be read is a damaged store.
+    """
+    from probekit.cache.store import NotAStoreError, TokenStore, list_stores
+
+    stores, others = [], []
     for p in list_stores(cache_dir):
         try:
-            out.append(TokenStore(p))
+            stores.append(TokenStore(p))
+        except NotAStoreError as e:
+            others.append((p, "not a probekit store" + (f" ({e.detail})" if e.detail else ""), e.detail is not None))
         except CacheError as e:
-            console.print(f"[yellow]skipping[/] {p.name}: {e}", highlight=False)
-    return out
+            others.append((p, e.message.removeprefix(f"{p}: "), True))
+    return stores, others
 
 
 def _find(ref: str, cache_dir: Path | None) -> Path:
@@ -92,7 +121,7 @@ def ls_command(
     """List stores with their provenance and size."""
     from probekit.cache.store import default_cache_dir, fmt_bytes
 
-    stores = _stores(cache_dir)
+    stores, others = _scan(cache_dir)
     t = Table(title=f"token stores in {cache_dir or default_cache_dir()}", caption="`probekit cache rm STORE` takes the store column")
     for col in ("store", "backbone", "weights", "dataset/split", "clips", "layers", "grid x dim", "dtype",
                 "state", "failed", "size", "created"):
@@ -104,6 +133,8 @@ def ls_command(
         t.add_row(digest[:12], s["backbone"], s["checkpoint"], f"{s['dataset']}/{s['split']}",
                   str(s["clips"]), str(s["layers"]), f"{s['grid'][0]}x{s['grid'][1]} x {s['dim']}", s["dtype"],
                   state, str(s["failed"]), fmt_bytes(s["bytes"]), s["created"])
+    for p, why, _ in others:  # listed, not hidden: a damaged store must be visible (`cache rm` takes its name)
+        t.add_row(p.name, "", "", "", "", "", "", "", f"[red]{why}[/]", "", "", "")
     console.print(t)
 
 
@@ -145,17 +176,29 @@ def verify_command(
 
     from probekit.cache.store import TokenStore
 
-    targets = [TokenStore(_find(s, cache_dir)) for s in stores] if stores else _stores(cache_dir)
+    if stores:
+        targets, others = [], []
+        for s in stores:
+            p = _find(s, cache_dir)
+            try:
+                targets.append(TokenStore(p))
+            except CacheError as e:  # named explicitly: unreadable or foreign counts as a failure
+                others.append((p, e.message.removeprefix(f"{p}: "), True))
+    else:
+        targets, others = _scan(cache_dir)
     t = Table(title="verify")
     t.add_column("store")
     t.add_column("result")
     bad = 0
+    for p, why, damage in others:
+        bad += damage
+        t.add_row(p.name, ("[red]" if damage else "[yellow]") + why)
     with Progress(console=console, transient=True) as prog:
         for st in targets:
             task = prog.add_task(st.path.name[:40], total=st.layout.num_shards)
             problems = st.verify(checksums=checksums, progress=lambda task=task: prog.advance(task))
             bad += bool(problems)
-            t.add_row(st.path.name, "[green]ok[/]" if not problems else "[red]" + "; ".join(problems[:3]))
+            t.add_row(st.path.name, "[green]ok[/]" if not problems else "[red]" + "; ".join(problems))
     console.print(t)
     if bad:
         raise typer.Exit(1)
