@@ -796,6 +796,7 @@ class ShardReader:
         self._expected = expected
         self._expect_cache: dict[int, tuple[int, int, str, int | None]] = {}
         self._lock = threading.Lock()
+        self._first: dict[int, threading.Lock] = {}
         if self.fast:
             per = [s // c for s, c in zip(self.shard_shape, self.chunk_shape)]
             self._chunks_per_shard = per
@@ -935,14 +936,20 @@ class ShardReader:
                 if j in self._open:
                     self._open.move_to_end(j)
             return hit
-        mat, index, st = self._map(j)
-        if self._expected is not None:
-            self._check(j, (mat, index, st))
-        entry = (mat, index)  # (None, None): shard never written, all fill value
         with self._lock:
-            self._open[j] = entry
-            if len(self._open) > self._max_open:
-                self._open.popitem(last=False)
+            first = self._first.setdefault(j, threading.Lock())
+        with first:  # reader threads asking for one shard at once: one maps and checks it, the others wait
+            hit = self._open.get(j)
+            if hit is not None:
+                return hit
+            mat, index, st = self._map(j)
+            if self._expected is not None:
+                self._check(j, (mat, index, st))
+            entry = (mat, index)  # (None, None): shard never written, all fill value
+            with self._lock:
+                self._open[j] = entry
+                if len(self._open) > self._max_open:
+                    self._open.popitem(last=False)
         return entry
 
     def read(self, rows: np.ndarray, inner: Sequence[int]) -> np.ndarray:
