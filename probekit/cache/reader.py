@@ -101,9 +101,9 @@ class CacheReader:
 
     def _checked_cls_scale(self) -> np.ndarray:
         """int8 stores: the (small) cls scales, read whole and checked shard by shard."""
-        checker = self.store.shard_reader("cls_scale")
-        checker.check_rows(np.arange(self.layout.num_clips))
-        return np.asarray(self._cscale[...])
+        ram = np.asarray(self._cscale[...])
+        self.store.check_loaded("cls_scale", ram)
+        return ram
 
     def failed_counts(self) -> dict:
         """{split, clips, failed, ids}: clips of this split whose extraction failed (`TokenStore.failed_counts`)."""

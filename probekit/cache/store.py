@@ -543,9 +543,9 @@ class TokenStore:
                 out[name] = 0
         return out
 
-    def expected_shard(self, name: str, j: int) -> tuple[int, int, str, int | None]:
+    def expected_shard(self, name: str, j: int, record: dict | None = None) -> tuple[int, int, str, int | None]:
         """(start, stop, sha256, file size or None) of array `name` in shard j, from its completion record."""
-        rec = self.done_record(j)
+        rec = self.done_record(j) if record is None else record
         try:
             s, e = (int(v) for v in rec["rows"])
             want = str(rec["checksums"][name])
@@ -568,11 +568,17 @@ class TokenStore:
         """
         done = self.done_shards()
         targets = sorted(done if shards is None else set(shards) & done)
-        readers = {name: self.shard_reader(name, max_open=1) for name in self.token_arrays()}
+        rec: dict[int, dict] = {}  # the record of the shard being checked, read once for all arrays
+        readers = {
+            name: ShardReader(self.group[name], max_open=1,
+                              expected=lambda j, name=name: self.expected_shard(name, j, rec.get(j)))
+            for name in self.token_arrays()
+        }
         out: dict[int, str] = {}
         for j in targets:
+            rec.clear()
             try:
-                self.done_record(j)
+                rec[j] = self.done_record(j)
                 for name in self.token_arrays():
                     readers[name].check(j, full=full)
             except DamagedShardError as e:
@@ -582,6 +588,13 @@ class TokenStore:
             if progress is not None:
                 progress()
         return out
+
+    def check_loaded(self, name: str, data: np.ndarray) -> None:
+        """Check an array read whole (int8 stores' small cls scales) shard by shard against the records."""
+        for j in range(self.layout.num_shards):
+            s, e, want, _ = self.expected_shard(name, j)
+            if hashlib.sha256(np.ascontiguousarray(data[s:e]).tobytes()).hexdigest() != want:
+                raise DamagedShardError(self.path, name, j, (s, e), "checksum mismatch")
 
     def reopen_shards(self, shards: Sequence[int]) -> None:
         """Mark shards as not done (their records and files go) so extraction writes them again.

@@ -80,7 +80,7 @@ def _flip_bits(f: Path, n: int = 50, seed: int = 2) -> None:
 
 
 def _shard(store: Path, array: str, j: int) -> Path:
-    return store / array / "c" / str(j) / "0" / ("0/0" if array == "patch" else "0")
+    return store / array / "c" / str(j) / "0" / ("0/0" if array == "patch" else "0")  # patch_scale: c/j/0/0
 
 
 # ---- #38 #39 #40 #41: a damaged shard is refused at its first read, named, and repaired by a rerun ----
@@ -400,3 +400,16 @@ def test_read_through_reader_class_directly_is_checked_too(copy):
     r = CacheReader(path, preload=False)
     with pytest.raises(CacheError, match="shard 3 of patch .*checksum mismatch"):
         list(r.batches(TokenRequest(layers="last", cls=False), 4))
+
+
+def test_int8_scales_are_checked_too(reference, bat_tiny, tmp_path):
+    """int8 stores also hold float32 scales; a flipped scale scales a whole token: refused by name."""
+    _, ds = reference
+    st = extract(bat_tiny, ds, "test", cache_dir=tmp_path, **{**OPTS, "dtype": "int8"})
+    _flip_bits(st.path / "cls_scale" / "c" / "2" / "0", n=4)
+    with pytest.raises(CacheError, match="shard 2 of cls_scale .*checksum mismatch.*probekit extract"):
+        open_cache(st.path, preload=False)
+    _flip_bits(_shard(st.path, "patch_scale", 1), n=4)
+    assert sorted(TokenStore(st.path).damaged_shards(full=True)) == [1, 2]
+    assert extract(bat_tiny, ds, "test", cache_dir=tmp_path, **{**OPTS, "dtype": "int8"}).verify() == []
+    assert open_cache(st.path, preload=True).num_clips == 16
