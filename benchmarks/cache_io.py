@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probekit.cache.reader import CacheReader
 from probekit.cache import store as store_mod
+from probekit.cache.reader import CacheReader
 from probekit.cache.store import ShardReader, StoreLayout, TokenStore, fmt_bytes
 from probekit.tokens import TokenRequest
 

@@ -302,7 +302,7 @@ class TokenStore:
         try:
             key = meta["key"]
             layout = StoreLayout.from_dict(meta["layout"])
-            key["dataset"]["name"], key["dataset"]["split"], key["dtype"]  # noqa: B018 - read by every caller
+            _ = key["dataset"]["name"], key["dataset"]["split"], key["dtype"]  # every caller reads these
         except (KeyError, TypeError, ValueError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise NotAStoreError(
@@ -601,7 +601,7 @@ class TokenStore:
 
         Call under this store's extraction lock. A complete store becomes incomplete until then.
         """
-        shards = sorted(set(int(j) for j in shards))
+        shards = sorted({int(j) for j in shards})
         if not shards:
             return
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _faults import assert_same_store, assert_user_error, cli, fsdd_manifest, run_module, write_manifest
+from _faults import assert_same_store, assert_user_error, cli, fsdd_manifest, run_module
 
 from probekit.cache.extract import extract
 from probekit.cache.reader import CacheReader, open_cache
@@ -237,9 +237,9 @@ def test_nan_checkpoint_cli_refuses_then_allows(tmp_path, fsdd_root, capsys):
             "--cache-dir", tmp_path / "c", "--workers", "0", "--no-progress"]
     rc, _, err = cli(capsys, *base)
     assert_user_error(rc, err, "NaN/Inf tokens", "manifest", "--allow-nonfinite")
-    rc, out, err = cli(capsys, "cache", "verify", "--cache-dir", tmp_path / "c")
+    rc, _, err = cli(capsys, "cache", "verify", "--cache-dir", tmp_path / "c")
     assert rc == 1  # the store is not complete: never "ok"
-    rc, out, err = cli(capsys, *base, "--allow-nonfinite")
+    rc, _, err = cli(capsys, *base, "--allow-nonfinite")
     assert rc == 0, err
 
 
@@ -311,9 +311,9 @@ def test_every_clip_failed_is_an_error_not_a_silent_success(tmp_path, fsdd_root,
         f.write_bytes(b"")
     args = ["extract", "--backbone", "bat-tiny", "--dataset", f"manifest:{m}", "--cache-dir", tmp_path / "c",
             "--workers", "0", "--no-progress"]
-    rc, out, err = cli(capsys, *args)
+    rc, _, err = cli(capsys, *args)
     assert_user_error(rc, err, "every one of the 6 clips", "/train", "empty file")
-    rc, out, err = cli(capsys, *args)  # the rerun (a cache hit) says the same
+    rc, _, err = cli(capsys, *args)  # the rerun (a cache hit) says the same
     assert_user_error(rc, err, "every one of the 6 clips")
 
 
@@ -322,7 +322,7 @@ def test_some_clips_failed_are_reported_with_no_progress(tmp_path, fsdd_root, ca
     broken = sorted((tmp_path / "data").glob("*.wav"))[:2]
     for f in broken:
         f.write_bytes(b"")
-    rc, out, err = cli(capsys, "extract", "--backbone", "bat-tiny", "--dataset", f"manifest:{m}", "--cache-dir",
+    rc, _, err = cli(capsys, "extract", "--backbone", "bat-tiny", "--dataset", f"manifest:{m}", "--cache-dir",
                        tmp_path / "c", "--workers", "0", "--no-progress")
     assert rc == 0 and "2 of 6 clips of split train failed" in err and broken[0].name in err, err
 
