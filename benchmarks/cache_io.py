@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from probekit.cache.reader import CacheReader
-from probekit.cache.store import StoreLayout, TokenStore, fmt_bytes
+from probekit.cache.disk import fmt_bytes
+from probekit.cache.layout import StoreLayout
+from probekit.cache.store import TokenStore
 from probekit.tokens import TokenRequest
 
 
