@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probekit.cache import store as store_mod
+from probekit.cache import shards as shards_mod
+from probekit.cache.disk import fmt_bytes
+from probekit.cache.layout import StoreLayout
 from probekit.cache.reader import CacheReader
-from probekit.cache.store import ShardReader, StoreLayout, TokenStore, fmt_bytes
+from probekit.cache.shards import ShardReader
+from probekit.cache.store import TokenStore
 from probekit.tokens import TokenRequest
 
 
@@ -77,7 +80,7 @@ def epoch_reader(reader, req, batch, shuffle) -> float:
 
 def fresh_reader(path: Path, threads: int, checked: bool) -> CacheReader:
     """A reader that has read nothing yet; `checked=False` drops the per-shard checksum check."""
-    store_mod._VERIFIED.clear()  # forget what this process already checked
+    shards_mod._VERIFIED.clear()  # forget what this process already checked
     r = CacheReader(path, preload=False, threads=threads)
     if not checked:
         g = r.store.group
@@ -94,7 +97,7 @@ def integrity_rows(path: Path, req, batch: int, threads: int, repeats: int) -> l
     t = CLOCK()
     assert st.damaged_shards(full=False) == {}
     cheap = CLOCK() - t
-    store_mod._VERIFIED.clear()
+    shards_mod._VERIFIED.clear()
     t = CLOCK()
     assert st.damaged_shards(full=True) == {}
     full = CLOCK() - t

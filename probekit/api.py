@@ -1,11 +1,19 @@
 """`probekit.evaluate`: from a model to result records and a leaderboard in a few lines.
 
     import probekit
-    res = probekit.evaluate(my_torch_module, datasets=["fsdd"], probes=["linear", "cgp"], seeds=3,
-                            adapt={"blocks": [f"blocks.{i}" for i in range(4)], "freq_patches": 8})
+    res = probekit.evaluate(my_torch_module, datasets=["fsdd"], probes=["linear", "cgp"],
+                            train=probekit.api.TrainOptions(seeds=3),
+                            backbone_options={"adapt": {"blocks": [f"blocks.{i}" for i in range(4)]}})
     print(res.to_dataframe())
     res.leaderboard()                       # pandas pivot; probekit.results.leaderboard.render(...) prints it
     res.plot_gates("gates.png")             # needs "cgp" (or "lcgp") and "layers" among the probes
+
+Options travel as a few frozen value objects instead of loose keywords: `TokenSpec` (what the tokens are:
+layers, dtype, frontend style, autocast), `RunOptions` (device, workers, batch size, cache dir,
+progress), `TrainOptions` (protocol, seeds, hyperparameters) and `TuneOptions`; `backbone_options` go to
+`get_backbone` / `adapt_module` (checkpoint, trust_checkpoint, use_ema, seed, name, adapt, ...). The flat
+keywords of 0.1 (`seeds=3, layers="last", checkpoint=..., trust_checkpoint=True`) still work: `_options`
+maps them, in one place.
 
 `prepare()` / `token_data()` make sure the tokens of a (backbone, dataset, split) exist — reusing the
 content-addressed cache, extracting when it is missing (after `confirm`, if given), or running the
@@ -25,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from probekit._device import resolve_device
+from probekit.cache.spec import RunOptions, TokenSpec, split_options
 from probekit.errors import BackboneError, CacheError, ConfigError
 from probekit.results.records import (
     BackboneRef,
@@ -37,7 +47,70 @@ from probekit.results.records import (
     write_record,
 )
 
-__all__ = ["Prepared", "Results", "evaluate", "prepare", "protocol_for", "resolve_backbone", "resolve_dataset", "token_data"]
+__all__ = ["Prepared", "Results", "RunOptions", "TokenSpec", "TrainOptions", "TuneOptions", "evaluate", "prepare",
+           "protocol_for", "resolve_backbone", "resolve_dataset", "token_data"]
+
+
+# ---- options ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainOptions:
+    """How each probe is trained and scored.
+
+    protocol: training preset (`probekit.train.list_protocols()`); None: the dataset's own.
+    seeds: number of seeds (0..N-1) or explicit seeds; records keep each and mean/std/CI.
+    hparams: probe hyperparameters, flat for every probe or {probe: {...}}.
+    overrides: TrainConfig fields to change (e.g. {"steps": 300, "lr": 3e-4}).
+    test_split: evaluate on this split (default "test").
+    """
+
+    protocol: str | None = None
+    seeds: int | Sequence[int] = 1
+    hparams: Mapping[str, Any] | None = None
+    overrides: Mapping[str, Any] | None = None
+    test_split: str | None = None
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """An Optuna search before training (validation data only): `trials`, and further `probekit.tune.tune`
+    options (`options`, e.g. {"sampler": "tpe"})."""
+
+    trials: int = 50
+    options: Mapping[str, Any] | None = None
+
+
+# flat 0.1 keywords -> where they live now
+_BACKBONE_KEYS = frozenset({"checkpoint", "seed", "trust_checkpoint", "use_ema", "num_heads", "chunk_rows", "name",
+                            "adapt"})
+_TRAIN_KEYS = {"protocol": "protocol", "seeds": "seeds", "hparams": "hparams", "train_overrides": "overrides",
+               "test_split": "test_split"}
+_TUNE_KEYS = {"trials": "trials", "tune_options": "options"}
+
+
+@dataclass(frozen=True)
+class _Options:
+    tokens: TokenSpec
+    run: RunOptions
+    backbone: dict
+    train: TrainOptions
+    tune: TuneOptions | None
+
+
+def _options(flat: Mapping[str, Any], *, tokens=None, run=None, backbone_options=None, train=None, tune=None,
+             where: str) -> _Options:
+    """The one place flat keywords are mapped into the value objects (they win over the objects' fields)."""
+    flat = dict(flat)
+    bb = {**dict(backbone_options or {}), **{k: flat.pop(k) for k in list(flat) if k in _BACKBONE_KEYS}}
+    tr = {_TRAIN_KEYS[k]: flat.pop(k) for k in list(flat) if k in _TRAIN_KEYS}
+    tu = {_TUNE_KEYS[k]: flat.pop(k) for k in list(flat) if k in _TUNE_KEYS}
+    if (tr or tu) and where != "evaluate":
+        raise TypeError(f"{where}() got unexpected keyword argument(s): {', '.join(sorted({*tr, *tu}))}")
+    tokens, run = split_options(flat, tokens, run, where=where)
+    train = dataclasses.replace(train or TrainOptions(), **tr)
+    if tune is True:  # trials=/tune_options= alone do not switch tuning on
+        tune = TuneOptions()
+    tune = dataclasses.replace(tune, **tu) if isinstance(tune, TuneOptions) else None
+    return _Options(tokens, run, bb, train, tune)
 
 
 # ---- backbones and datasets ---------------------------------------------------------------------------
@@ -45,11 +118,10 @@ def resolve_backbone(
     model: Any,
     *,
     checkpoint: str | Path | None = None,
-    seed: int = 0,
     device: str = "auto",
-    trust_checkpoint: bool = False,
     name: str | None = None,
     adapt: Mapping[str, Any] | None = None,
+    **options,
 ):
     """A Backbone from a registered name, a Backbone object, or any torch module.
 
@@ -57,21 +129,24 @@ def resolve_backbone(
         model: registry name ("bat", "eat", ...), an object satisfying `probekit.backbones.Backbone`, or a
             `torch.nn.Module` (adapted with `probekit.backbones.custom.adapt_module(model, **adapt)`).
         checkpoint: weights file for a registered name (None: random init with `seed`).
+        device: where the model is built.
         name: the name of an adapted module in tables and caches (default: its class name, lowercased).
         adapt: keyword arguments of `adapt_module` (blocks, frontend, input, cls, freq_patches, ...).
+        **options: further `get_backbone` options for a registered name: seed, trust_checkpoint, use_ema,
+            num_heads, chunk_rows, frontend.
     """
     import torch
+
+    from probekit.backbones.registry import missing_members
 
     if isinstance(model, str):
         from probekit.backbones import get_backbone
 
-        return get_backbone(model, checkpoint, seed=seed, device=device, trust_checkpoint=trust_checkpoint)
+        return get_backbone(model, checkpoint, device=device, **options)
     if checkpoint is not None:
         raise ConfigError("checkpoint= applies to registered backbone names only",
                           hint="load the weights into your module first, or pass the backbone's name")
-    # duck-typed on the class: isinstance(model, Backbone) would evaluate properties such as `frontend`
-    kind = type(model)
-    if all(callable(getattr(kind, m, None)) for m in ("encode", "forward_tokens", "cache_key")):
+    if not missing_members(model):  # looked up statically: properties such as `frontend` are not evaluated
         return model
     if isinstance(model, torch.nn.Module):
         from probekit.backbones.custom import adapt_module
@@ -118,54 +193,61 @@ def prepare(
     dataset: Any,
     split: str,
     *,
-    cache_dir: str | Path | None = None,
+    tokens: TokenSpec | None = None,
+    run: RunOptions | None = None,
+    backbone_options: Mapping[str, Any] | None = None,
     data_root: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    layers: str | Sequence[int] = "all",
-    dtype: str = "float16",
-    batch_size: int = 32,
-    device: str = "auto",
-    workers: int | None = None,
     online: bool = False,
-    frontend_style: str | None = "model",
     confirm: Callable[[str], bool] | None = None,
-    progress: bool = True,
-    name: str | None = None,
-    adapt: Mapping[str, Any] | None = None,
+    **options,
 ) -> Prepared:
     """Make sure the tokens of `backbone` on `dataset`/`split` are available and return them.
 
     Reuses a finished cache with the same content key (other weights, frontend or data never match);
     otherwise asks `confirm(message)` (when given; False aborts with a CacheError) and extracts. With
-    `online=True` nothing is cached: the backbone runs on every batch (`OnlineTokens`). `backbone`,
-    `checkpoint`, `name` and `adapt` are as in `resolve_backbone`.
+    `online=True` nothing is cached: the backbone runs on every batch (`OnlineTokens`). `backbone` and
+    `backbone_options` are as in `resolve_backbone`; `tokens`/`run` as in `probekit.cache.extract`. Flat
+    keywords of 0.1 (layers=, dtype=, cache_dir=, device=, checkpoint=, name=, adapt=, ...) still work.
     """
-    from probekit.cache.extract import extract
-    from probekit.cache.reader import CacheReader, open_cache
-    from probekit.cache.store import key_digest
-
-    bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, name=name, adapt=adapt)
+    o = _options(options, tokens=tokens, run=run, backbone_options=backbone_options, where="prepare")
+    bb = resolve_backbone(backbone, device=o.run.device, **o.backbone)
     ds = resolve_dataset(dataset, data_root=data_root)
+    return _prepare_planned(_plan_split(bb, ds, split, o, online), o.run, online=online, confirm=confirm)
+
+
+def _plan_split(bb, ds, split: str, o: _Options, online: bool):
+    """The one plan of a split. Online tokens are keyed as float32 tokens of every layer under the plain
+    encoder (what OnlineTokens computes), whatever the cache would store."""
+    from probekit.cache.planning import plan
+
+    tokens = TokenSpec(frontend_style=o.tokens.frontend_style, dtype="float32") if online else o.tokens
+    return plan(bb, ds, split, tokens, o.run)
+
+
+def _prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str], bool] | None) -> Prepared:
+    from probekit.cache.extraction import run_extraction
+    from probekit.cache.keys import key_digest
+    from probekit.cache.reader import CacheReader, open_cache
+
+    bb, ds, split = p.backbone, p.dataset, p.split
     if online:
         from probekit.cache.online import OnlineTokens
 
-        tokens = OnlineTokens(bb, ds, split, device=device, frontend_style=frontend_style, workers=workers or 0)
+        tokens = OnlineTokens(p, run)
         return Prepared(tokens, tokens.backbone, ds, split, key_digest(tokens.cache_key()), None, 0.0, False, True)
     try:
-        reader = open_cache(bb, ds, split, cache_dir=cache_dir, layers=layers, dtype=dtype,
-                            frontend_style=frontend_style)
+        reader = open_cache(p)
         return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
     except CacheError as missing:
         reason = str(missing)
     if confirm is not None:
-        msg = (f"No finished token cache of {bb.name} on {ds.name}/{split} ({len(ds.clips(split))} clips). "
+        msg = (f"No finished token cache of {bb.name} on {ds.name}/{split} ({len(p.clips)} clips). "
                "Extract it now?")
         if not confirm(msg):
             raise CacheError(f"no cache of {bb.name} on {ds.name}/{split}: extraction declined ({reason})",
                              hint=f"run `probekit extract --backbone {bb.name} --dataset {ds.name} --split {split}`")
     t0 = time.perf_counter()
-    store = extract(bb, ds, split, cache_dir=cache_dir, layers=layers, dtype=dtype, batch_size=batch_size,
-                    device=device, workers=workers, frontend_style=frontend_style, progress=progress)
+    store = run_extraction(p, run).store
     seconds = time.perf_counter() - t0
     reader = CacheReader(store.path)
     return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), seconds, False)
@@ -334,17 +416,17 @@ def _seed_run(res, probe_name: str, seed: int) -> tuple[SeedRun, list[str]]:
 
 
 def _backbone_ref(bb) -> BackboneRef:
-    card = getattr(bb, "card", None)
-    sha = getattr(bb, "checkpoint_sha256", None)
+    card = bb.card
+    sha = bb.checkpoint_sha256
     random_init = not sha
     return BackboneRef(
         name=bb.name,
         checkpoint_sha256=sha,
-        init_seed=getattr(bb, "seed", None) if random_init else None,
-        family=getattr(card, "family", None),
-        params=getattr(card, "params", None) or None,
+        init_seed=bb.seed if random_init else None,
+        family=card.family,
+        params=card.params or None,
         # random weights saw nothing, whatever the card says the trained model saw
-        training_data=[] if random_init else list(getattr(card, "training_data", ()) or ()),
+        training_data=[] if random_init else list(card.training_data or ()),
     )
 
 
@@ -353,29 +435,17 @@ def evaluate(
     datasets: str | Sequence[Any] = ("fsdd",),
     probes: str | Sequence[str] = ("linear",),
     *,
-    tune: bool = False,
-    protocol: str | None = None,
-    seeds: int | Sequence[int] = 1,
-    hparams: Mapping[str, Any] | None = None,
-    train_overrides: Mapping[str, Any] | None = None,
-    cache_dir: str | Path | None = None,
+    tokens: TokenSpec | None = None,
+    run: RunOptions | None = None,
+    train: TrainOptions | None = None,
+    tune: bool | TuneOptions = False,
+    backbone_options: Mapping[str, Any] | None = None,
+    online: bool = False,
+    confirm: Callable[[str], bool] | None = None,
     results_dir: str | Path | None = None,
     data_root: str | Path | None = None,
-    device: str = "auto",
-    checkpoint: str | Path | None = None,
-    name: str | None = None,
-    adapt: Mapping[str, Any] | None = None,
-    layers: str | Sequence[int] = "all",
-    dtype: str = "float16",
-    batch_size: int = 32,
-    workers: int | None = None,
-    test_split: str | None = None,
-    online: bool = False,
-    trials: int = 50,
-    tune_options: Mapping[str, Any] | None = None,
-    confirm: Callable[[str], bool] | None = None,
     write: bool = True,
-    progress: bool = True,
+    **options,
 ) -> Results:
     """Probe a model's frozen tokens on datasets and record the results.
 
@@ -387,26 +457,25 @@ def evaluate(
         model: a registered backbone name, a Backbone, or any torch module (see `resolve_backbone`).
         datasets: dataset names (or Dataset objects); `manifest:PATH.csv` for your own data.
         probes: probe names (`probekit.probes.list_probes()`).
-        tune: search hyperparameters with Optuna first (on validation data only), then retrain with seeds.
-        protocol: training preset (`probekit.train.list_protocols()`); default: the dataset's own.
-        seeds: number of seeds (0..N-1) or explicit seeds; records keep each seed and mean/std/CI.
-        hparams: probe hyperparameters, flat for every probe or {probe: {...}}.
-        train_overrides: TrainConfig fields to change (e.g. {"steps": 300, "lr": 3e-4}).
-        cache_dir, results_dir, data_root: where caches, records and data live (defaults: env/platform).
-        device: "auto" (CUDA when present), "cpu", "cuda:1".
-        checkpoint: weights file when `model` is a registered name.
-        name, adapt: name and `adapt_module` options when `model` is a torch module.
-        layers, dtype, batch_size, workers: what and how to extract (workers: decoding processes).
-        test_split: evaluate on this split (default "test").
+        tokens: what to extract (`TokenSpec`: layers, dtype, frontend style, autocast).
+        run: how to run (`RunOptions`: device, workers, batch size, cache dir, progress).
+        train: protocol, seeds, probe hyperparameters, TrainConfig overrides, test split (`TrainOptions`).
+        tune: search hyperparameters with Optuna first (on validation data only), then retrain with
+            seeds; True or a `TuneOptions` (trials, further `probekit.tune.tune` options).
+        backbone_options: `resolve_backbone` options: checkpoint, trust_checkpoint, use_ema, seed, name, adapt.
         online: run the backbone live per batch instead of caching tokens.
-        trials, tune_options: study size and further `probekit.tune.tune` options.
         confirm: asked before extracting a missing cache; returning False aborts.
+        results_dir, data_root: where records and data live (defaults: env/platform).
         write: write the records to `results_dir`.
-        progress: progress bars.
+        **options: the 0.1 flat keywords (seeds=, hparams=, train_overrides=, protocol=, test_split=,
+            trials=, tune_options=, layers=, dtype=, cache_dir=, device=, batch_size=, workers=, progress=,
+            checkpoint=, trust_checkpoint=, name=, adapt=, ...), mapped onto the objects above.
 
     Returns:
         Results with `.records`, `.to_dataframe()`, `.leaderboard()`, `.plot_gates()`.
     """
+    o = _options(options, tokens=tokens, run=run, backbone_options=backbone_options, train=train, tune=tune,
+                 where="evaluate")
     datasets = [datasets] if isinstance(datasets, (str, Path)) else list(datasets)
     probes = [probes] if isinstance(probes, str) else list(probes)
     if not datasets or not probes:
@@ -415,10 +484,10 @@ def evaluate(
 
     for p in probes:
         get_probe_class(p)  # unknown names fail before any extraction
-    seed_list = _seed_list(seeds)
-    per_probe = _probe_hparams(hparams, probes)
-    bb = resolve_backbone(model, checkpoint=checkpoint, device=device, name=name, adapt=adapt)
-    env = capture_environment(device=_device_name(device))
+    seed_list = _seed_list(o.train.seeds)
+    per_probe = _probe_hparams(o.train.hparams, probes)
+    bb = resolve_backbone(model, device=o.run.device, **o.backbone)
+    env = capture_environment(device=str(resolve_device(o.run.device)))
     if confirm is not None:  # ask once per call, not once per split
         answers: dict[str, bool] = {}
         ask = confirm
@@ -426,63 +495,61 @@ def evaluate(
     out = Results()
     for ds_name in datasets:
         ds = resolve_dataset(ds_name, data_root=data_root)
-        spec = ds.spec
-        proto = protocol_for(protocol, spec)
-        train_split, test_split_, val_split = _splits(spec, proto, test_split)
-        prep_kw = dict(cache_dir=cache_dir, layers=layers, dtype=dtype, batch_size=batch_size, device=device,
-                       workers=workers, online=online, confirm=confirm, progress=progress)
-        prepared = {s: prepare(bb, ds, s, **prep_kw) for s in (train_split, test_split_, val_split) if s}
-        train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
-        val = prepared[val_split].tokens if val_split else None
-        record_split = test_split_ or train_split  # cv protocols score every fold of one split
-        cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
-        timings_extract = sum(p.extract_s for p in prepared.values())
-        reused = all(p.reused for p in prepared.values())
-        for probe_name in probes:
-            overrides = dict(train_overrides or {})
-            overrides.setdefault("device", device)
-            if "steps" in overrides and "epochs" not in overrides:
-                overrides["epochs"] = None  # an explicit step count wins over an epoch-based preset
-            t0 = time.perf_counter()
-            if tune:
-                study = f"{probe_name}-{bb.name}-{spec.name}-{proto.name}"
-                runs, notes, tuning, used = _tune_runs(probe_name, train, test, val, proto, per_probe[probe_name],
-                                                       overrides, seed_list, trials, tune_options, progress,
-                                                       study=study, results_dir=results_dir)
-            else:
-                runs, notes, tuning, used = _plain_runs(probe_name, train, test, val, proto, per_probe[probe_name],
-                                                        overrides, seed_list, progress)
-            total = time.perf_counter() - t0
-            train_s = sum(r.train_s or 0.0 for r in runs)
-            record = make_record(
-                backbone=_backbone_ref(bb),
-                dataset=spec.name,
-                split=record_split,
-                probe=probe_name,
-                protocol=proto.name,
-                metric=used["metric"],
-                seeds=runs,
-                class_names=list(spec.classes),
-                hyperparameters=used["hyperparameters"],
-                tuning=tuning,
-                cache_key=cache_key,
-                timings=Timings(extract_s=timings_extract, train_s=train_s, eval_s=max(0.0, total - train_s),
-                                cache_reused=reused),
-                environment=env,
-                notes="; ".join(notes),
-            )
+        for probe_name, record in _evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
+                                                    confirm=confirm, results_dir=results_dir):
             out.records.append(record)
             if write:
                 out.paths.append(write_record(record, results_dir))
     return out
 
 
-def _device_name(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+def _evaluate_dataset(bb, ds, probes, o: _Options, seed_list, per_probe, env, *, online, confirm, results_dir):
+    """(probe, record) for each probe on one dataset; every split is planned once."""
+    spec = ds.spec
+    proto = protocol_for(o.train.protocol, spec)
+    train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)
+    prepared = {s: _prepare_planned(_plan_split(bb, ds, s, o, online), o.run, online=online, confirm=confirm)
+                for s in (train_split, test_split_, val_split) if s}
+    train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
+    val = prepared[val_split].tokens if val_split else None
+    record_split = test_split_ or train_split  # cv protocols score every fold of one split
+    cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
+    timings_extract = sum(p.extract_s for p in prepared.values())
+    reused = all(p.reused for p in prepared.values())
+    progress = o.run.progress
+    for probe_name in probes:
+        overrides = dict(o.train.overrides or {})
+        overrides.setdefault("device", o.run.device)
+        if "steps" in overrides and "epochs" not in overrides:
+            overrides["epochs"] = None  # an explicit step count wins over an epoch-based preset
+        t0 = time.perf_counter()
+        if o.tune is not None:
+            study = f"{probe_name}-{bb.name}-{spec.name}-{proto.name}"
+            runs, notes, tuning, used = _tune_runs(probe_name, train, test, val, proto, per_probe[probe_name],
+                                                   overrides, seed_list, o.tune.trials, o.tune.options, progress,
+                                                   study=study, results_dir=results_dir)
+        else:
+            runs, notes, tuning, used = _plain_runs(probe_name, train, test, val, proto, per_probe[probe_name],
+                                                    overrides, seed_list, progress)
+        total = time.perf_counter() - t0
+        train_s = sum(r.train_s or 0.0 for r in runs)
+        yield probe_name, make_record(
+            backbone=_backbone_ref(bb),
+            dataset=spec.name,
+            split=record_split,
+            probe=probe_name,
+            protocol=proto.name,
+            metric=used["metric"],
+            seeds=runs,
+            class_names=list(spec.classes),
+            hyperparameters=used["hyperparameters"],
+            tuning=tuning,
+            cache_key=cache_key,
+            timings=Timings(extract_s=timings_extract, train_s=train_s, eval_s=max(0.0, total - train_s),
+                            cache_reused=reused),
+            environment=env,
+            notes="; ".join(notes),
+        )
 
 
 def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, progress):

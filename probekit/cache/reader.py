@@ -1,8 +1,9 @@
 """Reading a token store as `TokenData`: batches of the requested layers and token kinds, fast.
 
-Batches are assembled from the shard files through their index (see `store.ShardReader`) by a small
-thread pool that works a few batches ahead, and converted to float32 (int8 dequantised, bfloat16
-widened). A store that fits in memory can be preloaded once; later epochs then read from RAM.
+Batches are assembled from the shard files through their index (see `probekit.cache.shards.ShardReader`)
+by a small thread pool that works a few batches ahead, and converted to float32 by the codec (int8
+dequantised, bfloat16 widened). A store that fits in memory can be preloaded once; later epochs then
+read from RAM.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probekit.cache.store import (
-    ShardReader,
-    TokenStore,
-    default_cache_dir,
-    fmt_bytes,
-    key_differences,
-    list_stores,
-)
+from probekit.cache.codec import decode_to_float as _to_float
+from probekit.cache.disk import fmt_bytes
+from probekit.cache.keys import key_differences
+from probekit.cache.planning import Plan, plan
+from probekit.cache.shards import ShardReader
+from probekit.cache.spec import RunOptions, TokenSpec, split_options
+from probekit.cache.store import TokenStore, list_stores
 from probekit.errors import CacheError
 from probekit.tokens import TokenBatch, TokenRequest, batch_order
+
+__all__ = ["CacheReader", "open_cache"]
 
 
 def _available_ram() -> int:
@@ -33,14 +35,6 @@ def _available_ram() -> int:
     except (ValueError, OSError, AttributeError):
         return 0
 
-
-def _to_float(arr: np.ndarray, dtype: str, scale: np.ndarray | None) -> torch.Tensor:
-    if dtype == "bfloat16":
-        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16).float()
-    t = torch.from_numpy(arr)
-    if dtype == "int8":
-        return t.float().mul_(torch.from_numpy(scale).unsqueeze(-1))
-    return t.float()
 
 
 class CacheReader:
@@ -255,35 +249,40 @@ def open_cache(
     split: str = "train",
     *,
     path: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    layers="all",
-    dtype: str = "float16",
-    frontend_style: str | None = "model",
-    autocast: bool | str = False,
+    tokens: TokenSpec | None = None,
+    run: RunOptions | None = None,
     preload: bool | str = "auto",
     threads: int = 4,
     include_failed: bool = False,
+    **options,
 ) -> CacheReader:
     """Open the store made by `extract` with the same arguments, or the store at `path`.
 
-    `open_cache("path/to/store.zarr")` opens a store directly. With a backbone and dataset the store is
-    found by its content key; with both a path and a backbone/dataset the path must hold exactly that
-    key (other weights, frontend parameters, layers, dtype or data are refused, naming the difference).
-    A store with more layers than asked (same everything else) is used as is.
+    `open_cache("path/to/store.zarr")` opens a store directly. With a backbone and dataset (or a `Plan`
+    as the first argument) the store is found by its content key; with both a path and a
+    backbone/dataset the path must hold exactly that key (other weights, frontend parameters, layers,
+    dtype or data are refused, naming the difference). A store with more layers than asked (same
+    everything else) is used as is. `tokens`/`run` (or their fields as flat keywords: layers=,
+    dtype=, cache_dir=, ...) are as in `extract`; the plan's device is only used to key autocast.
     """
     if isinstance(backbone, (str, os.PathLike)) and path is None:
         path, backbone = backbone, None
     kw = {"preload": preload, "threads": threads, "include_failed": include_failed}
-    if backbone is None or dataset is None:
+    if isinstance(backbone, Plan):
+        p = backbone
+    elif backbone is None or dataset is None:
         if path is None:
             raise CacheError("open_cache needs a store path, or a backbone and a dataset")
         if (backbone is None) != (dataset is None):
             raise CacheError("open_cache checks a store against a backbone AND a dataset; pass both or neither")
         return CacheReader(path, **kw)
-    from probekit.cache.extract import plan
+    else:
+        tokens, run = split_options(options, tokens, run or RunOptions(device="cpu"), where="open_cache")
+        p = plan(backbone, dataset, split, tokens, run)
+    return _open_planned(p, path, kw)
 
-    p = plan(backbone, dataset, split, cache_dir=cache_dir, layers=layers, dtype=dtype, device="cpu",
-             autocast=autocast, frontend_style=frontend_style, need_layout=False)
+
+def _open_planned(p: Plan, path, kw: dict) -> CacheReader:
     if path is not None:
         stored = TokenStore(path).key
         if stored != p.key and _superset(stored, p.key):
@@ -294,7 +293,7 @@ def open_cache(
         # found by name; the name is only a digest, so a store copied or renamed by hand is checked by content
         _check_expected(p.path, TokenStore(p.path).key, p.key)
         return CacheReader(p.path, **kw)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = p.path.parent
     near = []
     for sp in list_stores(root):
         try:
@@ -303,19 +302,19 @@ def open_cache(
             continue
         if _superset(k, p.key):
             return CacheReader(sp, layers=p.key["layers"], **kw)
-        if k["dataset"]["name"] == p.key["dataset"]["name"] and k["dataset"]["split"] == split:
+        if k["dataset"]["name"] == p.key["dataset"]["name"] and k["dataset"]["split"] == p.split:
             near.append((sp, k))
+    name, ds, split = p.backbone.name, p.dataset.name, p.split
     if near:
         sp, k = near[0]
         diffs = key_differences(k, p.key)
         raise CacheError(
-            f"no cache of {backbone.name} on {dataset.name}/{split} with these inputs; {sp.name} differs: "
-            + "; ".join(diffs[:4]),
+            f"no cache of {name} on {ds}/{split} with these inputs; {sp.name} differs: " + "; ".join(diffs[:4]),
             hint="run `probekit extract` for this backbone/checkpoint/frontend",
         )
     raise CacheError(
-        f"no cache of {backbone.name} on {dataset.name}/{split} in {root}",
-        hint=f"run `probekit extract --backbone {backbone.name} --dataset {dataset.name} --split {split}`",
+        f"no cache of {name} on {ds}/{split} in {root}",
+        hint=f"run `probekit extract --backbone {name} --dataset {ds} --split {split}`",
     )
 
 

@@ -15,7 +15,7 @@ Layout of `<cache_dir>/<backbone>__<dataset>__<split>__<dtype>__<digest>.zarr`:
     .probekit/finalize.lock   serialises finalisation of a complete store
 
 While a store is being created, `<store>.zarr.create.lock` beside it serialises the creators; the creator
-removes it once the store exists (see `TokenStore.create`), so finished stores leave nothing beside them.
+removes it once the store exists (see `TokenStore.create_or_open`), so finished stores leave nothing beside them.
 
 Why this shape (figures from benchmarks/cache_size.py and cache_io.py): one shard file per S clips keeps
 AS-2M at tens of thousands of files instead of millions; one inner chunk per (clip, layer) lets a reader
@@ -24,10 +24,8 @@ saves 10% of float16 bytes (blosc-zstd+bitshuffle 14%, int8 3-6%) at 2.3-2.6x za
 zarr-python's own read path runs at ~0.02x of a memmap, so the reader maps shard files and gathers
 chunks through the shard index in one copy, which needs uncompressed, equal-size chunks (`ShardReader`).
 A shard is the unit of work: it is written whole, then its completion record is written atomically, so a
-crash at any moment leaves only shards that are redone on resume.
-
-bfloat16 has no numpy dtype: it is stored as its raw 16 bits in uint16 (attribute `storage`), so plain zarr
-users read it with `(a.astype(np.uint32) << 16).view(np.float32)`.
+crash at any moment leaves only shards that are redone on resume. Token encoding: `probekit.cache.codec`;
+fast chunk reads: `probekit.cache.shards`.
 """
 
 from __future__ import annotations
@@ -35,232 +33,27 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import math
-import mmap
 import os
-import re
 import shutil
-import socket
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from probekit._io import atomic_write_json
+from probekit.cache.codec import NUMPY_DTYPE
+from probekit.cache.disk import dir_bytes, disk_full_error, is_disk_full
+from probekit.cache.keys import FORMAT_VERSION, cache_root, key_differences, key_digest
+from probekit.cache.keys import canonical as _canonical
+from probekit.cache.layout import META, StoreLayout
+from probekit.cache.lock import ExtractionLock
+from probekit.cache.shards import REPAIR_HINT, DamagedShardError, ShardReader
 from probekit.errors import CacheError
 
-FORMAT_VERSION = 1
-DTYPES = ("float16", "bfloat16", "float32", "int8")
-# numpy dtype each storage dtype is written as (bfloat16: raw bits)
-NUMPY_DTYPE = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32, "int8": np.int8}
-# Shards aim at this many bytes of patch tokens: big enough that AS-2M x ViT-B (9.4 MB/clip, all layers)
-# is ~70k files, small enough that the writer's buffer and the work lost to a crash stay small.
-SHARD_TARGET_BYTES = 256 * 2**20
-MAX_SHARD_CLIPS = 1024
-META = ".probekit"
-
-
-def default_cache_dir() -> Path:
-    """`$PROBEKIT_CACHE`, else the platform's user cache dir (e.g. ~/.cache/probekit/tokens)."""
-    env = os.environ.get("PROBEKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("probekit")) / "tokens"
-
-
-def _canonical(obj: Any) -> Any:
-    """JSON-safe, order-stable form of a key (tuples -> lists, paths -> str, floats kept exact)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
-def content_key(
-    *,
-    backbone: Mapping[str, Any],
-    frontend: Mapping[str, Any],
-    dataset: str,
-    split: str,
-    fingerprint: str,
-    layers: Sequence[int],
-    dtype: str,
-) -> dict:
-    """Everything that changes the stored tokens; equal keys mean interchangeable stores."""
-    if dtype not in DTYPES:
-        raise CacheError(f"unknown cache dtype {dtype!r}", hint=f"use one of: {', '.join(DTYPES)}")
-    return _canonical(
-        {
-            "format": FORMAT_VERSION,
-            "backbone": dict(backbone),
-            "frontend": dict(frontend),
-            "dataset": {"name": dataset, "split": split, "fingerprint": fingerprint},
-            "layers": [int(i) for i in layers],
-            "dtype": dtype,
-        }
-    )
-
-
-def key_digest(key: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(_canonical(key), sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(s)).strip("-")[:48] or "x"
-
-
-def store_path(cache_dir: str | os.PathLike | None, key: Mapping[str, Any], backbone_name: str = "backbone") -> Path:
-    """Where the store of `key` lives: a readable name plus the key digest."""
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    ds = key["dataset"]
-    name = "__".join(_slug(x) for x in (backbone_name, ds["name"], ds["split"], key["dtype"]))
-    return root / f"{name}__{key_digest(key)}.zarr"
-
-
-def key_differences(stored: Mapping[str, Any], asked: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable list of the fields where two keys differ (for mismatch errors)."""
-    out: list[str] = []
-    for k in sorted(set(stored) | set(asked)):
-        a, b = stored.get(k, "<absent>"), asked.get(k, "<absent>")
-        name = f"{prefix}{k}"
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += key_differences(a, b, name + ".")
-        elif a != b:
-            sa, sb = json.dumps(a, default=str), json.dumps(b, default=str)
-            out.append(f"{name}: store has {sa[:60]}, asked {sb[:60]}")
-    return out
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    """Shapes of a store (everything but the content key)."""
-
-    num_clips: int
-    layers: tuple[int, ...]
-    grid: tuple[int, int]
-    embed_dim: int
-    dtype: str
-    clips_per_shard: int
-    batch_size: int
-    num_classes: int
-    multilabel: bool
-    has_folds: bool
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def num_shards(self) -> int:
-        return max(1, math.ceil(self.num_clips / self.clips_per_shard))
-
-    def shard_rows(self, j: int) -> tuple[int, int]:
-        s = j * self.clips_per_shard
-        return s, min(self.num_clips, s + self.clips_per_shard)
-
-    def clip_bytes(self) -> int:
-        """Stored bytes of one clip (patch + cls + int8 scales), uncompressed."""
-        return projected_bytes(1, self.num_layers, self.num_tokens, self.embed_dim, self.dtype)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StoreLayout:
-        d = dict(d)
-        d["layers"], d["grid"] = tuple(d["layers"]), tuple(d["grid"])
-        return cls(**d)
-
-
-def projected_bytes(clips: int, layers: int, tokens: int, dim: int, dtype: str) -> int:
-    """Token bytes of a store (labels, ids and shard indices are negligible beside them)."""
-    item = np.dtype(NUMPY_DTYPE[dtype]).itemsize
-    per_clip = layers * (tokens + 1) * dim * item
-    if dtype == "int8":
-        per_clip += layers * (tokens + 1) * 4  # float32 scale per token
-    return clips * per_clip
-
-
-def default_clips_per_shard(layout_bytes_per_clip: int, batch_size: int) -> int:
-    s = max(1, min(MAX_SHARD_CLIPS, SHARD_TARGET_BYTES // max(1, layout_bytes_per_clip)))
-    if s >= batch_size:  # whole batches per shard: no ragged batch in the middle of a shard
-        s -= s % batch_size
-    return s
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def disk_full_error(path: Path, exc: BaseException) -> CacheError:
-    free = free_bytes(path)
-    return CacheError(
-        f"disk full while writing {path} ({exc}); {fmt_bytes(free)} free",
-        hint="free space (or pick --cache-dir on a bigger disk) and rerun the same command: "
-        "the store resumes from its last complete shard",
-    )
-
-
-def free_bytes(path: Path) -> int:
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
+__all__ = ["NotAStoreError", "TokenStore", "check_cache_root", "list_stores", "remove_store"]
 
 
 def _array_codecs():
@@ -462,7 +255,7 @@ class TokenStore:
                 "valid_rows": [int(v) for v in valid_rows],
                 "failed": failed,
             }
-            _atomic_write_json(self._done_path(j), record)
+            atomic_write_json(self._done_path(j), record)
         except BaseException as e:
             if is_disk_full(e):
                 raise disk_full_error(self.path, e) from e
@@ -660,343 +453,6 @@ class TokenStore:
         }
 
 
-class ExtractionLock:
-    """Exclusive lock for extracting (a shard plan of) one store.
-
-    Runs with the same `i/n` exclude each other; an unsharded run (0/1) excludes everything. Plans with
-    another `n` are refused while any of their locks is held, so no two processes write one shard.
-    """
-
-    def __init__(self, path: Path, shard: tuple[int, int]):
-        self.path = Path(path)
-        self.shard = shard
-        self._lock = None
-
-    def _file(self, i: int, n: int) -> Path:
-        return self.path / META / f"lock-{i}-of-{n}"
-
-    def __enter__(self) -> "ExtractionLock":
-        from filelock import FileLock, Timeout
-
-        i, n = self.shard
-        own = self._file(i, n)
-        own.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(own) + ".lock", timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise CacheError(
-                f"{self.path} is already being extracted ({self._holder(own)})",
-                hint="wait for that run to finish, or stop it; a rerun afterwards resumes where it stopped",
-            ) from None
-        # other shard plans that overlap ours: any held lock with a different n, or 0/1 vs anything
-        for other in own.parent.glob("lock-*-of-*.lock"):
-            if other.name == own.name + ".lock" or other.name == own.name:
-                continue
-            m = re.match(r"lock-(\d+)-of-(\d+)\.lock$", other.name)
-            if not m or (int(m.group(2)) == n and n > 1):
-                continue  # same plan, other shard: disjoint, fine
-            probe = FileLock(str(other), timeout=0)
-            try:
-                probe.acquire()
-                probe.release()
-            except Timeout:
-                lock.release()
-                raise CacheError(
-                    f"{self.path} is being extracted with another shard plan "
-                    f"({self._holder(other.with_suffix(''))}); this run uses shard {i}/{n}",
-                    hint="use the same --shard i/n for every process of one extraction",
-                ) from None
-        own.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
-        self._lock = lock
-        return self
-
-    @staticmethod
-    def _holder(info: Path) -> str:
-        try:
-            d = json.loads(info.read_text())
-            return f"pid {d['pid']} on {d['host']} since {time.strftime('%H:%M:%S', time.localtime(d['since']))}"
-        except (OSError, ValueError, KeyError):
-            return "another process"
-
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-
-# ---- fast reads ----------------------------------------------------------------------------------
-_EMPTY = np.uint64(2**64 - 1)
-
-REPAIR_HINT = ("rerun the same `probekit extract` command: it re-extracts damaged shards "
-               "(`probekit cache verify` lists them)")
-
-# Shard files already checked against their completion record in this process, by file identity
-# (path, inode, size, mtime) and expected checksum: a file replaced or rewritten is checked again.
-_VERIFIED: set[tuple] = set()
-_VERIFIED_LOCK = threading.Lock()
-_ZEROS_SHA: dict[int, str] = {}
-_HASH_BLOCK = 32 * 2**20  # bytes gathered and hashed at a time
-
-
-class DamagedShardError(CacheError):
-    """A finished shard whose file is missing, truncated, or does not match its completion record."""
-
-    def __init__(self, store: Path, array: str, shard: int, rows: tuple[int, int] | None, why: str):
-        self.store, self.array, self.shard, self.why = Path(store), array, int(shard), why
-        where = f" (clips {rows[0]}-{rows[1]})" if rows else ""
-        self.short = f"shard {shard} of {array}{where}: {why}"
-        super().__init__(f"{store}: {self.short}", hint=REPAIR_HINT)
-
-
-def _zeros_sha(nbytes: int) -> str:
-    """sha256 of `nbytes` zero bytes (a shard zarr left unwritten because it holds only fill values)."""
-    got = _ZEROS_SHA.get(nbytes)
-    if got is None:
-        h, block, left = hashlib.sha256(), bytes(min(nbytes, _HASH_BLOCK)), nbytes
-        while left:
-            n = min(left, len(block))
-            h.update(block[:n] if n < len(block) else block)
-            left -= n
-        got = _ZEROS_SHA[nbytes] = h.hexdigest()
-    return got
-
-
-class ShardReader:
-    """Reads (clip, layer) chunks of one sharded, uncompressed array straight from its shard files.
-
-    zarr-python's read path costs ~30x a memmap for token-sized chunks (measured in
-    benchmarks/cache_io.py), so the reader maps each shard file and views chunks through the shard index
-    (Zarr v3 sharding spec: index at the end, (offset, nbytes) uint64 per inner chunk, C order, crc32c).
-    Falls back to zarr when the array uses codecs this path does not know.
-
-    With `expected` (`j -> (start, stop, sha256, file size or None)`, what shard j's completion record
-    says; `TokenStore.expected_shard`) every shard is checked before its first read, once per process:
-    a missing, truncated or altered shard file raises `DamagedShardError` instead of handing out wrong
-    tokens. The checksum covers the shard's logical bytes (rows start..stop in C order, as written).
-    """
-
-    def __init__(self, array, *, max_open: int = 256, expected=None):
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
-        meta = array.metadata.to_dict()
-        codecs = meta.get("codecs", [])
-        self.fast = False
-        if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
-            cfg = codecs[0]["configuration"]
-            inner = cfg["codecs"]
-            idx = cfg.get("index_codecs", [])
-            self.fast = (
-                len(inner) == 1
-                and inner[0]["name"] == "bytes"
-                and inner[0].get("configuration", {}).get("endian", "little") == "little"
-                and cfg.get("index_location", "end") == "end"
-                and [c["name"] for c in idx] in (["bytes", "crc32c"], ["bytes"])
-            )
-            self.shard_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
-            self.chunk_shape = tuple(cfg["chunk_shape"])
-            self.index_crc = [c["name"] for c in idx] == ["bytes", "crc32c"]
-        # rows per stored file (a shard, or a plain chunk for unsharded arrays)
-        self.rows_per_file = int(meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [1])[0])
-        root = getattr(array.store_path.store, "root", None)
-        self.root = Path(str(root)) / array.store_path.path if root is not None else None
-        enc = meta.get("chunk_key_encoding", {})
-        self._sep = enc.get("configuration", {}).get("separator", "/" if enc.get("name", "default") == "default" else ".")
-        self._prefix = "c" if enc.get("name", "default") == "default" else ""
-        self._open: OrderedDict[int, tuple[Any, np.ndarray | None]] = OrderedDict()
-        self._max_open = max_open
-        self._expected = expected
-        self._expect_cache: dict[int, tuple[int, int, str, int | None]] = {}
-        self._lock = threading.Lock()
-        self._first: dict[int, threading.Lock] = {}
-        if self.fast:
-            per = [s // c for s, c in zip(self.shard_shape, self.chunk_shape)]
-            self._chunks_per_shard = per
-            self._per_row = int(np.prod(per[1:]))
-            self._nchunks = int(np.prod(per))
-            self._chunk_items = int(np.prod(self.chunk_shape))
-
-    @property
-    def name(self) -> str:
-        return self.root.name if self.root is not None else str(self.array.path)
-
-    def shard_path(self, j: int) -> Path:
-        """The file holding rows j*S .. (j+1)*S (S = rows per shard)."""
-        coords = [str(j)] + ["0"] * (len(self.shape) - 1)
-        key = self._sep.join([self._prefix, *coords]) if self._prefix else self._sep.join(coords)
-        return self.root / key
-
-    def _rel(self, j: int) -> str:
-        """Shard j's file relative to the store (for messages)."""
-        return f"{self.name}/{self.shard_path(j).relative_to(self.root).as_posix()}"
-
-    # ---- integrity --------------------------------------------------------------------------------
-    def _expect(self, j: int) -> tuple[int, int, str, int | None]:
-        got = self._expect_cache.get(j)
-        if got is None:
-            got = self._expect_cache[j] = self._expected(j)
-        return got
-
-    def _damaged(self, j: int, why: str) -> DamagedShardError:
-        rows = None
-        if self._expected is not None:
-            try:
-                rows = self._expect(j)[:2]
-            except CacheError:
-                pass
-        store = self.root.parent if self.root is not None else Path(str(self.array.store_path))
-        return DamagedShardError(store, self.name, j, rows, why)
-
-    def _map(self, j: int):
-        """(mat, index, stat) of shard j's file; (None, None, None) when it does not exist."""
-        path = self.shard_path(j)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed right below, the mmap outlives it
-        except FileNotFoundError:
-            return None, None, None
-        with f:
-            st = os.fstat(f.fileno())
-            tail = 16 * self._nchunks + (4 if self.index_crc else 0)
-            if st.st_size < tail:  # a 0-byte or cut file: no room for its index
-                raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, too short for its index (truncated)")
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        n = self._nchunks
-        index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=len(mm) - tail).reshape(n, 2)
-        # uncompressed chunks all have one size and are packed from offset 0, so the data part is a
-        # (chunks, items) matrix and a batch is one fancy-index gather (checked per read)
-        nbytes = self._chunk_items * self.dtype.itemsize
-        full = (len(mm) - tail) // nbytes
-        mat = np.frombuffer(mm, dtype=self.dtype, count=full * self._chunk_items).reshape(full, self._chunk_items)
-        return mat, index, st
-
-    def _positions(self, j: int, mat, index, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of `mat` holding `chunk_ids` of shard j, and which of them are empty (fill value)."""
-        nbytes = np.uint64(self._chunk_items * self.dtype.itemsize)
-        off = index[chunk_ids, 0]
-        empty = off == _EMPTY
-        pos = np.where(empty, np.uint64(0), off // nbytes).astype(np.int64)
-        if not bool((off[~empty] % nbytes == 0).all()) or (pos >= len(mat)).any():
-            raise self._damaged(j, "not laid out as probekit writes it (corrupt index)")
-        return pos, empty
-
-    def _logical_sha(self, j: int, mat, index, nrows: int) -> str:
-        """sha256 of rows 0..nrows of shard j in C order (what `TokenStore.write_shard` hashed)."""
-        h = hashlib.sha256()
-        n = nrows * self._per_row
-        step = max(1, _HASH_BLOCK // (self._chunk_items * self.dtype.itemsize))
-        for a in range(0, n, step):
-            ids = np.arange(a, min(n, a + step))
-            pos, empty = self._positions(j, mat, index, ids)
-            block = np.take(mat, pos, axis=0)
-            if empty.any():
-                block[empty] = 0
-            h.update(block)
-        return h.hexdigest()
-
-    def _check(self, j: int, entry, *, full: bool = True) -> None:
-        """Raise DamagedShardError unless shard j's file matches its completion record.
-
-        `full=False` checks only existence and size (cheap: no read); `full=True` also the checksum,
-        once per file per process.
-        """
-        s, e, want, size = self._expect(j)
-        mat, index, st = entry
-        logical = (e - s) * int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        if st is None:  # zarr writes no file for a shard of fill values only
-            if size not in (None, 0) or want != _zeros_sha(logical):
-                raise self._damaged(j, f"file {self._rel(j)} is missing")
-            return
-        if size is not None and st.st_size != size:
-            raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, its record says {size}")
-        if not full:
-            return
-        ident = (str(self.shard_path(j)), st.st_ino, st.st_size, st.st_mtime_ns, want)
-        if ident in _VERIFIED:
-            return
-        if self.fast:
-            got = self._logical_sha(j, mat, index, e - s)
-        else:
-            got = hashlib.sha256(np.ascontiguousarray(self.array[s:e]).tobytes()).hexdigest()
-        if got != want:
-            raise self._damaged(j, "checksum mismatch")
-        with _VERIFIED_LOCK:
-            _VERIFIED.add(ident)
-
-    def check(self, j: int, *, full: bool = True) -> None:
-        """Check shard j against its completion record (raises DamagedShardError)."""
-        if self.fast:
-            entry = self._map(j)
-        else:
-            try:
-                st = os.stat(self.shard_path(j)) if self.root is not None else None
-            except FileNotFoundError:
-                st = None
-            entry = (None, None, st)
-        self._check(j, entry, full=full)
-
-    def check_rows(self, rows) -> None:
-        """Check every shard that `rows` touch (the zarr fallback path reads without `_shard`)."""
-        if self._expected is None:
-            return
-        for j in np.unique(np.asarray(rows, dtype=np.int64) // self.rows_per_file):
-            self.check(int(j))
-
-    def _shard(self, j: int):
-        hit = self._open.get(j)
-        if hit is not None:
-            with self._lock:
-                if j in self._open:
-                    self._open.move_to_end(j)
-            return hit
-        with self._lock:
-            first = self._first.setdefault(j, threading.Lock())
-        with first:  # reader threads asking for one shard at once: one maps and checks it, the others wait
-            hit = self._open.get(j)
-            if hit is not None:
-                return hit
-            mat, index, st = self._map(j)
-            if self._expected is not None:
-                self._check(j, (mat, index, st))
-            entry = (mat, index)  # (None, None): shard never written, all fill value
-            with self._lock:
-                self._open[j] = entry
-                if len(self._open) > self._max_open:
-                    self._open.popitem(last=False)
-        return entry
-
-    def read(self, rows: np.ndarray, inner: Sequence[int]) -> np.ndarray:
-        """(len(rows), len(inner), chunk items): chunks `inner` (C order within a clip's part of a shard).
-
-        Fastest with sorted rows: each shard's chunks are then gathered straight into one slice of the
-        output (one copy, like a memmap's fancy index).
-        """
-        rows = np.asarray(rows, dtype=np.int64)
-        inner = np.asarray(inner, dtype=np.int64)
-        R, K, items = len(rows), len(inner), self._chunk_items
-        out = np.empty((R, K, items), dtype=self.dtype)
-        flat = out.reshape(R * K, items)
-        S = self.shard_shape[0]
-        shard, local = np.divmod(rows, S)
-        # runs of equal shard numbers (one run per shard when rows are sorted)
-        cuts = np.flatnonzero(np.diff(shard)) + 1
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, R]):
-            a, b = int(a), int(b)
-            j = int(shard[a])
-            mat, index = self._shard(j)
-            if mat is None:
-                flat[a * K : b * K] = 0
-                continue
-            pos, empty = self._positions(j, mat, index, (local[a:b, None] * self._per_row + inner[None, :]).ravel())
-            np.take(mat, pos, axis=0, out=flat[a * K : b * K], mode="clip")  # "raise" would buffer: 2 copies
-            if empty.any():
-                flat[a * K : b * K][empty] = 0
-        return out
-
-    def close(self) -> None:
-        self._open.clear()
-
-
 class NotAStoreError(CacheError):
     """A `*.zarr` folder that is not a probekit token store.
 
@@ -1039,7 +495,7 @@ class _writable:
 
 
 def list_stores(cache_dir: str | os.PathLike | None = None) -> Iterator[Path]:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     check_cache_root(root)
     if not root.is_dir():
         return iter(())

@@ -18,7 +18,7 @@ import pytest
 import torch
 from _faults import assert_same_store, assert_user_error, cli, fsdd_manifest, run_module
 
-from probekit.cache.extract import extract
+from probekit.cache import extract
 from probekit.cache.reader import CacheReader, open_cache
 from probekit.cache.store import TokenStore
 from probekit.errors import CacheError
@@ -163,14 +163,14 @@ def test_cache_verify_lists_each_damaged_shard_and_fails(copy, capsys, monkeypat
 
 def test_reader_checks_each_shard_once_per_process(copy):
     """Damage after a shard was verified in this process is not re-hashed on every read (once per shard)."""
-    from probekit.cache import store as store_mod
+    from probekit.cache import shards as shards_mod
 
     path, _ = copy
     a = _read_all(path)
-    seen = {k for k in store_mod._VERIFIED if k[0].startswith(str(path))}
+    seen = {k for k in shards_mod._VERIFIED if k[0].startswith(str(path))}
     assert len(seen) == 8  # four patch and four cls shards, each hashed once
     assert torch.equal(_read_all(path), a)
-    assert {k for k in store_mod._VERIFIED if k[0].startswith(str(path))} == seen
+    assert {k for k in shards_mod._VERIFIED if k[0].startswith(str(path))} == seen
 
 
 # ---- #50: a truncated completion record -------------------------------------------------------------
