@@ -23,21 +23,29 @@ call the same functions.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from probekit._device import resolve_device
-from probekit.cache.spec import RunOptions, TokenSpec, split_options
-from probekit.errors import BackboneError, CacheError, ConfigError
+from probekit._evaluate import (
+    Prepared,
+    TrainOptions,
+    TuneOptions,
+    backbone_ref,
+    collect_options,
+    evaluate_dataset,
+    parse_seeds,
+    plan_split,
+    prepare_planned,
+    probe_hparams,
+    protocol_for,
+    scalar_metrics,
+)
+from probekit.cache.spec import RunOptions, TokenSpec
+from probekit.errors import BackboneError, ConfigError
 from probekit.results.records import (
-    BackboneRef,
     ResultRecord,
     SeedRun,
     Timings,
@@ -48,69 +56,7 @@ from probekit.results.records import (
 )
 
 __all__ = ["Prepared", "Results", "RunOptions", "TokenSpec", "TrainOptions", "TuneOptions", "evaluate", "prepare",
-           "protocol_for", "resolve_backbone", "resolve_dataset", "token_data"]
-
-
-# ---- options ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainOptions:
-    """How each probe is trained and scored.
-
-    protocol: training preset (`probekit.train.list_protocols()`); None: the dataset's own.
-    seeds: number of seeds (0..N-1) or explicit seeds; records keep each and mean/std/CI.
-    hparams: probe hyperparameters, flat for every probe or {probe: {...}}.
-    overrides: TrainConfig fields to change (e.g. {"steps": 300, "lr": 3e-4}).
-    test_split: evaluate on this split (default "test").
-    """
-
-    protocol: str | None = None
-    seeds: int | Sequence[int] = 1
-    hparams: Mapping[str, Any] | None = None
-    overrides: Mapping[str, Any] | None = None
-    test_split: str | None = None
-
-
-@dataclass(frozen=True)
-class TuneOptions:
-    """An Optuna search before training (validation data only): `trials`, and further `probekit.tune.tune`
-    options (`options`, e.g. {"sampler": "tpe"})."""
-
-    trials: int = 50
-    options: Mapping[str, Any] | None = None
-
-
-# flat 0.1 keywords -> where they live now
-_BACKBONE_KEYS = frozenset({"checkpoint", "seed", "trust_checkpoint", "use_ema", "num_heads", "chunk_rows", "name",
-                            "adapt"})
-_TRAIN_KEYS = {"protocol": "protocol", "seeds": "seeds", "hparams": "hparams", "train_overrides": "overrides",
-               "test_split": "test_split"}
-_TUNE_KEYS = {"trials": "trials", "tune_options": "options"}
-
-
-@dataclass(frozen=True)
-class _Options:
-    tokens: TokenSpec
-    run: RunOptions
-    backbone: dict
-    train: TrainOptions
-    tune: TuneOptions | None
-
-
-def _options(flat: Mapping[str, Any], *, tokens=None, run=None, backbone_options=None, train=None, tune=None,
-             where: str) -> _Options:
-    """The one place flat keywords are mapped into the value objects (they win over the objects' fields)."""
-    flat = dict(flat)
-    bb = {**dict(backbone_options or {}), **{k: flat.pop(k) for k in list(flat) if k in _BACKBONE_KEYS}}
-    tr = {_TRAIN_KEYS[k]: flat.pop(k) for k in list(flat) if k in _TRAIN_KEYS}
-    tu = {_TUNE_KEYS[k]: flat.pop(k) for k in list(flat) if k in _TUNE_KEYS}
-    if (tr or tu) and where != "evaluate":
-        raise TypeError(f"{where}() got unexpected keyword argument(s): {', '.join(sorted({*tr, *tu}))}")
-    tokens, run = split_options(flat, tokens, run, where=where)
-    train = dataclasses.replace(train or TrainOptions(), **tr)
-    if tune is True:  # trials=/tune_options= alone do not switch tuning on
-        tune = TuneOptions()
-    tune = dataclasses.replace(tune, **tu) if isinstance(tune, TuneOptions) else None
-    return _Options(tokens, run, bb, train, tune)
+           "protocol_for", "record_from_tune", "resolve_backbone", "resolve_dataset", "token_data"]
 
 
 # ---- backbones and datasets ---------------------------------------------------------------------------
@@ -173,21 +119,6 @@ def resolve_dataset(dataset: Any, *, data_root: str | Path | None = None, **opti
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
-@dataclass
-class Prepared:
-    """Tokens of one (backbone, dataset, split) and where they came from."""
-
-    tokens: Any  # TokenData: a CacheReader, or OnlineTokens with online=True
-    backbone: Any
-    dataset: Any
-    split: str
-    cache_key: str  # digest of the store's content key
-    cache_path: Path | None  # None when online
-    extract_s: float  # seconds spent extracting now (0 when the cache was reused or online)
-    reused: bool
-    online: bool = False
-
-
 def prepare(
     backbone: Any,
     dataset: Any,
@@ -209,48 +140,10 @@ def prepare(
     `backbone_options` are as in `resolve_backbone`; `tokens`/`run` as in `probekit.cache.extract`. Flat
     keywords of 0.1 (layers=, dtype=, cache_dir=, device=, checkpoint=, name=, adapt=, ...) still work.
     """
-    o = _options(options, tokens=tokens, run=run, backbone_options=backbone_options, where="prepare")
+    o = collect_options(options, tokens=tokens, run=run, backbone_options=backbone_options, where="prepare")
     bb = resolve_backbone(backbone, device=o.run.device, **o.backbone)
     ds = resolve_dataset(dataset, data_root=data_root)
-    return _prepare_planned(_plan_split(bb, ds, split, o, online), o.run, online=online, confirm=confirm)
-
-
-def _plan_split(bb, ds, split: str, o: _Options, online: bool):
-    """The one plan of a split. Online tokens are keyed as float32 tokens of every layer under the plain
-    encoder (what OnlineTokens computes), whatever the cache would store."""
-    from probekit.cache.planning import plan
-
-    tokens = TokenSpec(frontend_style=o.tokens.frontend_style, dtype="float32") if online else o.tokens
-    return plan(bb, ds, split, tokens, o.run)
-
-
-def _prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str], bool] | None) -> Prepared:
-    from probekit.cache.extraction import run_extraction
-    from probekit.cache.keys import key_digest
-    from probekit.cache.reader import CacheReader, open_cache
-
-    bb, ds, split = p.backbone, p.dataset, p.split
-    if online:
-        from probekit.cache.online import OnlineTokens
-
-        tokens = OnlineTokens(p, run)
-        return Prepared(tokens, tokens.backbone, ds, split, key_digest(tokens.cache_key()), None, 0.0, False, True)
-    try:
-        reader = open_cache(p)
-        return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
-    except CacheError as missing:
-        reason = str(missing)
-    if confirm is not None:
-        msg = (f"No finished token cache of {bb.name} on {ds.name}/{split} ({len(p.clips)} clips). "
-               "Extract it now?")
-        if not confirm(msg):
-            raise CacheError(f"no cache of {bb.name} on {ds.name}/{split}: extraction declined ({reason})",
-                             hint=f"run `probekit extract --backbone {bb.name} --dataset {ds.name} --split {split}`")
-    t0 = time.perf_counter()
-    store = run_extraction(p, run).store
-    seconds = time.perf_counter() - t0
-    reader = CacheReader(store.path)
-    return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), seconds, False)
+    return prepare_planned(plan_split(bb, ds, split, o, online), o.run, online=online, confirm=confirm)
 
 
 def token_data(backbone: Any, dataset: Any, split: str, **kwargs):
@@ -322,114 +215,6 @@ class Results:
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------------
-def protocol_for(protocol: str | None, spec) -> Any:
-    """The training protocol: the given one, else the dataset's own (`spec.protocol`)."""
-    from probekit.train.protocols import PROTOCOLS, get_protocol
-
-    if protocol is not None:
-        return get_protocol(protocol)
-    if spec.protocol not in PROTOCOLS:
-        raise ConfigError(
-            f"dataset {spec.name!r} names protocol {spec.protocol!r}, which is not a training protocol",
-            hint=f"pass protocol= (one of: {', '.join(PROTOCOLS)}) or fix the DatasetSpec's protocol field",
-        )
-    return PROTOCOLS[spec.protocol]
-
-
-def _splits(spec, proto, test_split: str | None) -> tuple[str, str | None, str | None]:
-    """(train, test, val) split names for a protocol: cv reads every fold from one split."""
-    if proto.selection == "cv":
-        return ("all" if "all" in spec.splits else "train"), None, None
-    test = test_split or ("test" if "test" in spec.splits else None)
-    if test is None or test not in spec.splits:
-        raise ConfigError(f"dataset {spec.name!r} has no split {test!r} to test on",
-                          hint=f"its splits: {', '.join(spec.splits)}")
-    val = "valid" if "valid" in spec.splits and proto.train.selection == "best_val" else None
-    return "train", test, val
-
-
-def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, (int, np.integer)):
-        if seeds < 1:
-            raise ConfigError(f"seeds must be >= 1, got {seeds}")
-        return list(range(int(seeds)))
-    out = [int(s) for s in seeds]
-    if not out or len(set(out)) != len(out):
-        raise ConfigError(f"seeds must be distinct integers, got {list(seeds)}")
-    return out
-
-
-def _probe_hparams(hparams: Mapping[str, Any] | None, probes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per-probe hyperparameters: {"cgp": {...}} by probe name, or one flat dict for every probe."""
-    hp = dict(hparams or {})
-    if hp and all(k in probes and isinstance(v, Mapping) for k, v in hp.items()):
-        return {p: dict(hp.get(p, {})) for p in probes}
-    return {p: dict(hp) for p in probes}
-
-
-def _scalar_metrics(m: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
-    out, dropped = {}, []
-    for k, v in m.items():
-        if k in ("num_examples", "fold") or isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-            continue
-        if math.isfinite(float(v)):
-            out[k] = float(v)
-        else:
-            dropped.append(k)  # e.g. cmAP5 when no class has 5 positives
-    return out, dropped
-
-
-def _seed_run(res, probe_name: str, seed: int) -> tuple[SeedRun, list[str]]:
-    """A ProtocolResult as one SeedRun: metrics, per-class scores and the probe's layer curves."""
-    m = dict(res.metrics or {})
-    extras: dict[str, Any] = {}
-    if "per_head" in m and "per_head_primary" in m:  # the layer sweep: report its best block
-        curve = [float(x) for x in m["per_head_primary"]]
-        best = int(np.argmax(curve))
-        extras.update(layer_scores=curve, best_layer=best)
-        m = dict(m["per_head"][best], primary=m["primary"])
-    elif "per_head_primary" in m:  # cv over the sweep: fold means per block
-        curve = [float(x) for x in m["per_head_primary"]]
-        extras.update(layer_scores=curve, best_layer=int(np.argmax(curve)))
-    per_class = m.get("per_class")
-    if per_class is None and res.fold_metrics:
-        folds = [f["per_class"] for f in res.fold_metrics if "per_class" in f]
-        if folds:
-            per_class = {k: np.mean([f[k] for f in folds], axis=0).tolist() for k in ("ap", "f1") if k in folds[0]}
-    if res.fold_metrics:
-        extras["folds"] = [float(f[f["primary"]]) for f in res.fold_metrics]
-    probe = res.probe
-    if hasattr(probe, "gate_weights"):
-        extras["gates"] = [float(x) for x in np.asarray(probe.gate_weights()).ravel()]
-        if hasattr(probe, "gate_layers"):
-            extras["gate_layers"] = [int(x) for x in probe.gate_layers()]
-    metrics, dropped = _scalar_metrics(m)
-    train_s = float(sum(f.seconds for f in res.fits))
-    run = SeedRun(
-        seed=seed,
-        metrics=metrics,
-        per_class={k: [float(x) for x in v] for k, v in (per_class or {}).items() if k in ("ap", "f1")},
-        extras=extras,
-        train_s=train_s,
-    )
-    return run, dropped
-
-
-def _backbone_ref(bb) -> BackboneRef:
-    card = bb.card
-    sha = bb.checkpoint_sha256
-    random_init = not sha
-    return BackboneRef(
-        name=bb.name,
-        checkpoint_sha256=sha,
-        init_seed=bb.seed if random_init else None,
-        family=card.family,
-        params=card.params or None,
-        # random weights saw nothing, whatever the card says the trained model saw
-        training_data=[] if random_init else list(card.training_data or ()),
-    )
-
-
 def evaluate(
     model: Any,
     datasets: str | Sequence[Any] = ("fsdd",),
@@ -474,7 +259,7 @@ def evaluate(
     Returns:
         Results with `.records`, `.to_dataframe()`, `.leaderboard()`, `.plot_gates()`.
     """
-    o = _options(options, tokens=tokens, run=run, backbone_options=backbone_options, train=train, tune=tune,
+    o = collect_options(options, tokens=tokens, run=run, backbone_options=backbone_options, train=train, tune=tune,
                  where="evaluate")
     datasets = [datasets] if isinstance(datasets, (str, Path)) else list(datasets)
     probes = [probes] if isinstance(probes, str) else list(probes)
@@ -484,8 +269,8 @@ def evaluate(
 
     for p in probes:
         get_probe_class(p)  # unknown names fail before any extraction
-    seed_list = _seed_list(o.train.seeds)
-    per_probe = _probe_hparams(o.train.hparams, probes)
+    seed_list = parse_seeds(o.train.seeds)
+    per_probe = probe_hparams(o.train.hparams, probes)
     bb = resolve_backbone(model, device=o.run.device, **o.backbone)
     env = capture_environment(device=str(resolve_device(o.run.device)))
     if confirm is not None:  # ask once per call, not once per split
@@ -495,126 +280,12 @@ def evaluate(
     out = Results()
     for ds_name in datasets:
         ds = resolve_dataset(ds_name, data_root=data_root)
-        for probe_name, record in _evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
+        for probe_name, record in evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
                                                     confirm=confirm, results_dir=results_dir):
             out.records.append(record)
             if write:
                 out.paths.append(write_record(record, results_dir))
     return out
-
-
-def _evaluate_dataset(bb, ds, probes, o: _Options, seed_list, per_probe, env, *, online, confirm, results_dir):
-    """(probe, record) for each probe on one dataset; every split is planned once."""
-    spec = ds.spec
-    proto = protocol_for(o.train.protocol, spec)
-    train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)
-    prepared = {s: _prepare_planned(_plan_split(bb, ds, s, o, online), o.run, online=online, confirm=confirm)
-                for s in (train_split, test_split_, val_split) if s}
-    train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
-    val = prepared[val_split].tokens if val_split else None
-    record_split = test_split_ or train_split  # cv protocols score every fold of one split
-    cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
-    timings_extract = sum(p.extract_s for p in prepared.values())
-    reused = all(p.reused for p in prepared.values())
-    progress = o.run.progress
-    for probe_name in probes:
-        overrides = dict(o.train.overrides or {})
-        overrides.setdefault("device", o.run.device)
-        if "steps" in overrides and "epochs" not in overrides:
-            overrides["epochs"] = None  # an explicit step count wins over an epoch-based preset
-        t0 = time.perf_counter()
-        if o.tune is not None:
-            study = f"{probe_name}-{bb.name}-{spec.name}-{proto.name}"
-            runs, notes, tuning, used = _tune_runs(probe_name, train, test, val, proto, per_probe[probe_name],
-                                                   overrides, seed_list, o.tune.trials, o.tune.options, progress,
-                                                   study=study, results_dir=results_dir)
-        else:
-            runs, notes, tuning, used = _plain_runs(probe_name, train, test, val, proto, per_probe[probe_name],
-                                                    overrides, seed_list, progress)
-        total = time.perf_counter() - t0
-        train_s = sum(r.train_s or 0.0 for r in runs)
-        yield probe_name, make_record(
-            backbone=_backbone_ref(bb),
-            dataset=spec.name,
-            split=record_split,
-            probe=probe_name,
-            protocol=proto.name,
-            metric=used["metric"],
-            seeds=runs,
-            class_names=list(spec.classes),
-            hyperparameters=used["hyperparameters"],
-            tuning=tuning,
-            cache_key=cache_key,
-            timings=Timings(extract_s=timings_extract, train_s=train_s, eval_s=max(0.0, total - train_s),
-                            cache_reused=reused),
-            environment=env,
-            notes="; ".join(notes),
-        )
-
-
-def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, progress):
-    from probekit.train.protocols import run_protocol
-
-    runs, notes, last = [], [], None
-    for seed in seeds:
-        res = run_protocol(probe_name, train, test, protocol=proto, hparams=hparams, train_overrides=overrides,
-                           seed=seed, val=val, progress=progress)
-        if res.metrics is None:
-            raise ConfigError(f"protocol {proto.name!r} produced no test metrics for {probe_name!r}",
-                              hint="give a test split, or use a cross-validation protocol")
-        run, dropped = _seed_run(res, probe_name, seed)
-        runs.append(run)
-        if dropped:
-            notes.append(f"seed {seed}: undefined metrics left out: {', '.join(dropped)}")
-        last = res
-    cfg = dataclasses.asdict(last.config)
-    cfg.pop("seed", None)
-    used = dict(
-        metric=last.metrics["primary"],
-        hyperparameters={"probe": dict(last.hparams), "train": cfg, "selection": last.selection,
-                         "validation": last.val_source, "val_fraction": last.val_fraction},
-    )
-    return runs, sorted(set(notes)), None, used
-
-
-def _tune_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, trials, tune_options, progress,
-               *, study: str, results_dir):
-    """Search with probekit.tune (validation data only), then train the best configuration with every seed
-    through the same path as untuned runs (so records carry the same per-class scores, gates and curves)."""
-    from probekit.probes import get_probe_class
-    from probekit.results.records import _safe
-    from probekit.results.records import results_dir as _results_dir
-    from probekit.tune import tune as tune_fn
-
-    opts = dict(tune_options or {})
-    if "storage" not in opts:  # studies live beside the records they produce
-        folder = _results_dir(results_dir) / "studies"
-        folder.mkdir(parents=True, exist_ok=True)
-        opts["storage"] = f"sqlite:///{(folder / f'{_safe(study)}.db').resolve()}"
-    opts.setdefault("study_name", _safe(study))
-    fixed_train = {k: v for k, v in overrides.items() if k != "device"}
-    result = tune_fn(probe_name, train, val=val, test=None, protocol=proto.name, hparams=hparams,
-                     train_overrides=fixed_train, n_trials=trials, seeds=0, progress=progress, **opts)
-    names = set(get_probe_class(probe_name).hparam_names())
-    best_probe = {k: v for k, v in result.best_params.items() if k in names}
-    best_train = {k: v for k, v in result.best_params.items() if k not in names}
-    runs, notes, _, used = _plain_runs(probe_name, train, test, val, proto, {**hparams, **best_probe},
-                                       {**overrides, **best_train}, seeds, progress)
-    d = result.to_dict()
-    trials_done = d.get("trials", {})
-    tuning = TuningSummary(
-        trials=int(sum(v for k, v in trials_done.items() if k in ("complete", "pruned", "failed"))),
-        best_params=dict(result.best_params),
-        best_value=d.get("best_value"),
-        search_space=dict(d.get("search_space", {})),
-        study=d.get("study_name"),
-        storage=d.get("storage"),
-        validation=d.get("validation"),
-        trial_states=trials_done,
-        total_steps=d.get("total_steps"),
-        metric=d.get("metric"),
-    )
-    return runs, notes, tuning, used
 
 
 def record_from_tune(
@@ -634,7 +305,7 @@ def record_from_tune(
     if not result.seeds:
         raise ConfigError("the tuning result has no seed runs to record",
                           hint="retrain the best configuration with seeds >= 1 and a test split")
-    runs = [SeedRun(seed=int(s.seed), metrics=_scalar_metrics(s.metrics or {result.metric: s.score})[0])
+    runs = [SeedRun(seed=int(s.seed), metrics=scalar_metrics(s.metrics or {result.metric: s.score})[0])
             for s in result.seeds]
     d = result.to_dict()
     tuning = TuningSummary(
@@ -644,7 +315,7 @@ def record_from_tune(
         total_steps=result.total_steps, metric=result.metric,
     )
     return make_record(
-        backbone=_backbone_ref(bb), dataset=ds.spec.name, split=split, probe=result.probe,
+        backbone=backbone_ref(bb), dataset=ds.spec.name, split=split, probe=result.probe,
         protocol=result.protocol, metric=result.metric, seeds=runs, class_names=list(ds.spec.classes),
         hyperparameters={"probe_and_train": dict(result.best_params)}, tuning=tuning, cache_key=cache_key,
         timings=Timings(extract_s=extract_s), environment=capture_environment(),

@@ -27,7 +27,7 @@ def disk_full_error(path: Path, exc: BaseException) -> CacheError:
     free = free_bytes(path)
     return CacheError(
         f"disk full while writing {path} ({exc}); {fmt_bytes(free)} free",
-        hint="free space (or pick --cache-dir on a bigger disk) and rerun the same command: "
+        hint="free space (or pick a cache dir on a bigger disk: cache_dir=, CLI --cache-dir) and rerun the same command: "
         "the store resumes from its last complete shard",
     )
 

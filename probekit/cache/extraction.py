@@ -42,7 +42,7 @@ from probekit.cache.disk import disk_full_error, fmt_bytes, free_bytes, is_disk_
 from probekit.cache.keys import key_differences
 from probekit.cache.pipeline import ClipFeatures, clip_folds, clip_labels, feature_loader
 from probekit.cache.planning import DryRun, Plan, dry_run_report, new_layout, plan
-from probekit.cache.spec import RunOptions, TokenSpec, split_options
+from probekit.cache.spec import TOKEN_FIELDS, RunOptions, TokenSpec, split_options
 from probekit.cache.store import TokenStore, remove_store
 from probekit.errors import AudioError, CacheError
 
@@ -215,6 +215,8 @@ def extract(backbone, dataset=None, split: str = "train", *, tokens: TokenSpec |
     """
     if isinstance(backbone, Plan):
         p = backbone
+        if tokens is not None or set(options) & TOKEN_FIELDS:
+            raise TypeError("extract(plan, ...): the plan fixes the tokens; pass only run options")
         _, run = split_options(options, p.tokens, run, where="extract")
     else:
         tokens, run = split_options(options, tokens, run, where="extract")

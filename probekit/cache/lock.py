@@ -60,7 +60,7 @@ class ExtractionLock:
                 raise CacheError(
                     f"{self.path} is being extracted with another shard plan "
                     f"({self._holder(other.with_suffix(''))}); this run uses shard {i}/{n}",
-                    hint="use the same --shard i/n for every process of one extraction",
+                    hint="use the same shard i/n (shard=, CLI --shard) for every process of one extraction",
                 ) from None
         own.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
         self._lock = lock

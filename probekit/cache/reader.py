@@ -269,6 +269,9 @@ def open_cache(
         path, backbone = backbone, None
     kw = {"preload": preload, "threads": threads, "include_failed": include_failed}
     if isinstance(backbone, Plan):
+        if dataset is not None or tokens is not None or run is not None or options:
+            raise TypeError("open_cache(plan, ...): the plan fixes dataset, tokens and cache dir; pass only path, "
+                            "preload, threads, include_failed")
         p = backbone
     elif backbone is None or dataset is None:
         if path is None:

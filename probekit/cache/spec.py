@@ -18,7 +18,8 @@ from typing import Any
 from probekit.cache.codec import DTYPES
 from probekit.errors import ConfigError
 
-__all__ = ["FRONTEND_STYLES", "ON_ERROR", "RunOptions", "TokenSpec", "resolve_layers", "split_options"]
+__all__ = ["FRONTEND_STYLES", "ON_ERROR", "RUN_FIELDS", "TOKEN_FIELDS", "RunOptions", "TokenSpec", "resolve_layers",
+           "split_options"]
 
 ON_ERROR = ("skip", "fail")
 FRONTEND_STYLES = ("model", "bat-paper")
