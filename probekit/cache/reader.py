@@ -81,6 +81,13 @@ class CacheReader:
         self.folds = np.asarray(g["folds"][...]).astype(np.int64)[self.rows] if "folds" in g else None
         self.valid_rows = np.clip(np.asarray(g["valid_rows"][...]).astype(np.int64), 0, None)[self.rows]
         self.num_clips = len(self.rows)
+        if not self.num_clips and lay.num_clips:  # every clip failed: nothing to train or score on
+            raise CacheError(
+                f"{self.path}: every one of the {lay.num_clips} clips of split {self.store.key['dataset']['split']} "
+                f"failed to extract (first: {self.store.meta['failed_clips'][0]['id']}: "
+                f"{self.store.meta['failed_clips'][0]['error']})",
+                hint="fix the files, then rerun `probekit extract` (it retries failed clips)",
+            )
         # every shard is checked against its completion record (sha256) before its first read
         self._patch = self.store.shard_reader("patch")
         self._cls = self.store.shard_reader("cls")

@@ -318,7 +318,7 @@ class TokenStore:
         if not self.complete:
             problems.append("store not finalised (extraction did not finish; rerun it to resume)")
         damaged = self.damaged_shards(full=checksums, progress=progress)
-        problems += [damaged[j] for j in sorted(damaged)]
+        problems += [damaged[j] for j in sorted(damaged) if j in done]  # the others are counted above
         return problems
 
     # ---- integrity: what the completion records promise, checked ----------------------------------
@@ -360,14 +360,18 @@ class TokenStore:
         re-hashes every byte (the cost of reading the store once).
         """
         done = self.done_shards()
-        targets = sorted(done if shards is None else set(shards) & done)
+        asked = set(range(self.layout.num_shards)) if shards is None else {int(j) for j in shards}
+        targets = sorted(asked & done)
+        out: dict[int, str] = {}
+        if self.complete:  # a complete store with a shard record gone (deleted, or a repair cut short)
+            for j in sorted(asked - done):
+                out[j] = f"shard {j}: completion record {self._done_path(j).name} is missing"
         rec: dict[int, dict] = {}  # the record of the shard being checked, read once for all arrays
         readers = {
             name: ShardReader(self.group[name], max_open=1,
                               expected=lambda j, name=name: self.expected_shard(name, j, rec.get(j)))
             for name in self.token_arrays()
         }
-        out: dict[int, str] = {}
         for j in targets:
             rec.clear()
             try:

@@ -197,6 +197,17 @@ def test_truncated_record_of_a_complete_store_is_refused_at_read_and_repaired(co
     assert_same_store(path, reference[0].path)
 
 
+def test_deleted_completion_record_of_a_complete_store_is_repaired(copy, reference, bat_tiny, capsys):
+    """A record gone from a store marked complete (deleted by hand, or a repair cut short) is not a cache hit."""
+    path, ds = copy
+    (path / ".probekit" / "done" / "000001.json").unlink()
+    with pytest.raises(CacheError, match="000001.json: unreadable completion record.*probekit extract"):
+        _read_all(path)
+    assert TokenStore(path).verify()[0].startswith("1 of 4 shards not extracted")
+    assert extract(bat_tiny, ds, "test", cache_dir=path.parent, **OPTS).verify() == []
+    assert_same_store(path, reference[0].path)
+
+
 # ---- #80 #88: NaN/Inf tokens are refused at extraction --------------------------------------------
 @pytest.fixture(scope="module")
 def nan_backbone(bat_tiny):
@@ -315,6 +326,11 @@ def test_every_clip_failed_is_an_error_not_a_silent_success(tmp_path, fsdd_root,
     assert_user_error(rc, err, "every one of the 6 clips", "/train", "empty file")
     rc, _, err = cli(capsys, *args)  # the rerun (a cache hit) says the same
     assert_user_error(rc, err, "every one of the 6 clips")
+    # and a probe reading it is told the same, not "no clips to predict" (#21)
+    store = next((tmp_path / "c").glob("*.zarr"))
+    with pytest.raises(CacheError, match="every one of the 6 clips of split train failed .*empty file"):
+        open_cache(store)
+    assert open_cache(store, include_failed=True).num_clips == 6
 
 
 def test_some_clips_failed_are_reported_with_no_progress(tmp_path, fsdd_root, capsys):
