@@ -10,7 +10,8 @@ Layout of `<cache_dir>/<backbone>__<dataset>__<split>__<dtype>__<digest>.zarr`:
     clip_ids/            (clips,) str
     folds/               (clips,) int16 (datasets with folds only)
     valid_rows/          (clips,) int32 time rows of real audio (-1 until the store is complete)
-    .probekit/done/NNNNNN.json   completion record of shard NNNNNN (checksums, valid rows, failures)
+    .probekit/done/NNNNNN.json   completion record of shard NNNNNN (sha256 per array, file sizes, valid rows,
+                         failures)
     .probekit/lock-*     exclusive extraction locks (filelock; released by the OS if the process dies)
     .probekit/finalize.lock   serialises finalisation of a complete store
 
@@ -26,6 +27,12 @@ chunks through the shard index in one copy, which needs uncompressed, equal-size
 A shard is the unit of work: it is written whole, then its completion record is written atomically, so a
 crash at any moment leaves only shards that are redone on resume. Token encoding: `probekit.cache.codec`;
 fast chunk reads: `probekit.cache.shards`.
+
+Integrity: the records are the store's word on its data. Readers check each shard against its record's
+sha256 before its first read (once per process; `shard_reader`); `damaged_shards` finds shards whose
+file is missing, 0-byte, of the wrong size or (full check) altered, and whose record is unreadable or
+gone; `reopen_shards` turns them back into pending work, so rerunning the extraction repairs exactly them.
+A store where some clips failed says how many (`failed_counts`).
 """
 
 from __future__ import annotations
