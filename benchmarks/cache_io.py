@@ -5,6 +5,12 @@
 Both sides produce the same float32 torch batches (patch + cls of the requested layers) from page-cached
 files (each side is read once to warm the cache, then timed). Also times zarr-python's own read path
 (`oindex`) on a few batches, the reason the reader reads shard files through their index.
+
+Integrity rows: the reader checks every shard against the sha256 of its completion record at its first
+read in a process. "first epoch, checked" times a fresh reader with that check against a fresh reader
+without it (same page-cached files), so the ratio is the whole cost of the check; later epochs of the
+same process pay nothing. Also the two checks a rerun of `probekit extract` runs on finished shards:
+existence + size (`damaged_shards(full=False)`) and the full re-hash (`full=True`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probekit.cache import shards as shards_mod
+from probekit.cache.disk import fmt_bytes
+from probekit.cache.layout import StoreLayout
 from probekit.cache.reader import CacheReader
-from probekit.cache.store import StoreLayout, TokenStore, fmt_bytes
+from probekit.cache.shards import ShardReader
+from probekit.cache.store import TokenStore
 from probekit.tokens import TokenRequest
 
 
@@ -29,7 +39,7 @@ def make_store(root: Path, C: int, L: int, T: int, D: int, S: int) -> tuple[Path
     layout = StoreLayout(num_clips=C, layers=tuple(range(L)), grid=(T // 8, 8), embed_dim=D, dtype="float16",
                          clips_per_shard=S, batch_size=S, num_classes=10, multilabel=False, has_folds=False)
     N = layout.num_tokens
-    key = {"format": 1, "bench": True, "dims": [C, L, N, D]}
+    key = {"format": 1, "bench": True, "dims": [C, L, N, D], "dataset": {"name": "bench", "split": "test"}, "dtype": "float16"}
     store = TokenStore.create_or_open(root / "bench.zarr", key=key, layout=layout, provenance={"created": "bench"},
                                       clip_ids=[f"c{i}" for i in range(C)], labels=rng.integers(0, 10, C),
                                       folds=None, classes=[str(i) for i in range(10)])
@@ -66,6 +76,34 @@ def epoch_reader(reader, req, batch, shuffle) -> float:
     for b in reader.batches(req, batch, shuffle=shuffle, seed=0):
         assert b.patch is not None
     return CLOCK() - t
+
+
+def fresh_reader(path: Path, threads: int, checked: bool) -> CacheReader:
+    """A reader that has read nothing yet; `checked=False` drops the per-shard checksum check."""
+    shards_mod._VERIFIED.clear()  # forget what this process already checked
+    r = CacheReader(path, preload=False, threads=threads)
+    if not checked:
+        g = r.store.group
+        r._patch, r._cls = ShardReader(g["patch"]), ShardReader(g["cls"])
+    return r
+
+
+def integrity_rows(path: Path, req, batch: int, threads: int, repeats: int) -> list[tuple[str, float, float]]:
+    """(name, unchecked s, checked s) of a first epoch, and the two checks of an extract rerun."""
+    unchecked = min(epoch_reader(fresh_reader(path, threads, False), req, batch, False) for _ in range(repeats))
+    checked = min(epoch_reader(fresh_reader(path, threads, True), req, batch, False) for _ in range(repeats))
+    out = [("first epoch all layers: checked vs unchecked", unchecked, checked)]
+    st = TokenStore(path)
+    t = CLOCK()
+    assert st.damaged_shards(full=False) == {}
+    cheap = CLOCK() - t
+    shards_mod._VERIFIED.clear()
+    t = CLOCK()
+    assert st.damaged_shards(full=True) == {}
+    full = CLOCK() - t
+    out.append(("extract rerun check: size only vs full sha256 (vs epoch)", unchecked, cheap))
+    out.append(("extract rerun check: full sha256 (vs unchecked epoch)", unchecked, full))
+    return out
 
 
 def main() -> None:
@@ -123,9 +161,15 @@ def main() -> None:
         print(f"{'epoch':50s} {'memmap s':>9s} {'cache s':>9s} {'cache/memmap speed':>19s}")
         for name, tm, tr in rows:
             print(f"{name:50s} {tm:9.3f} {tr:9.3f} {tm / tr:18.2f}x")
+        checks = integrity_rows(path, TokenRequest(layers="all"), a.batch, a.threads, a.repeats)
+        print(f"\n{'integrity':58s} {'base s':>9s} {'with s':>9s} {'time ratio':>11s}")
+        for name, base, with_check in checks:
+            print(f"{name:58s} {base:9.3f} {with_check:9.3f} {with_check / base:10.2f}x")
         if a.json:
             a.json.write_text(json.dumps([{"epoch": n, "memmap_s": m, "cache_s": r, "speed_ratio": m / r}
-                                          for n, m, r in rows], indent=1))
+                                          for n, m, r in rows]
+                                         + [{"integrity": n, "base_s": b, "with_check_s": w, "time_ratio": w / b}
+                                            for n, b, w in checks], indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

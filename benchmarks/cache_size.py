@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from probekit.backbones import get_backbone
-from probekit.cache.extract import extract, quantize_int8
-from probekit.cache.reader import open_cache
-from probekit.cache.store import dir_bytes, fmt_bytes
+from probekit.cache import extract, open_cache
+from probekit.cache.codec import quantize_int8
+from probekit.cache.disk import dir_bytes, fmt_bytes
 from probekit.datasets import get_dataset
 from probekit.datasets.base import Dataset
 from probekit.tokens import TokenRequest

@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from probekit.backbones import get_backbone
-from probekit.cache.extract import default_workers, extract, plan, resolve_device
-from probekit.cache.store import dir_bytes, fmt_bytes
+from probekit._device import resolve_device
+from probekit.cache import extract, plan
+from probekit.cache.disk import dir_bytes, fmt_bytes
+from probekit.cache.extraction import default_workers
 from probekit.datasets import get_dataset
 from probekit.datasets.base import Dataset
 
@@ -50,7 +52,7 @@ def main() -> None:
     ds = Dataset(full.spec, full.root, lambda s: clips)
     dev = resolve_device(a.device)
     bb = get_backbone(a.backbone, seed=0)
-    p = plan(bb, ds, "test", device=dev, batch_size=a.batch_size, need_layout=False)
+    p = plan(bb, ds, "test", device=dev)
     enc = p.backbone
     from probekit.audio.io import load_audio
 

@@ -46,7 +46,7 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo; caches, records and figures go under `out_dir`."""
-    from probekit.api import evaluate
+    from probekit.api import RunOptions, TrainOptions, evaluate
     from probekit.datasets import get_dataset
     from probekit.errors import ProbekitError
     from probekit.results.leaderboard import leaderboard, render
@@ -66,14 +66,10 @@ def run_demo(
             DEMO_BACKBONE,
             datasets=[dataset],
             probes=DEMO_PROBES,
-            checkpoint=checkpoint,
-            hparams=DEMO_HPARAMS,
-            train_overrides=DEMO_TRAIN,
-            seeds=seeds,
-            cache_dir=out / "cache",
+            run=RunOptions(device=device, cache_dir=out / "cache", progress=progress),
+            train=TrainOptions(seeds=seeds, hparams=DEMO_HPARAMS, overrides=DEMO_TRAIN),
+            backbone_options={"checkpoint": checkpoint},
             results_dir=out / "results",
-            device=device,
-            progress=progress,
         )
         records.extend(res.records)
     board = leaderboard(records)

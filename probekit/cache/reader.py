@@ -1,8 +1,9 @@
 """Reading a token store as `TokenData`: batches of the requested layers and token kinds, fast.
 
-Batches are assembled from the shard files through their index (see `store.ShardReader`) by a small
-thread pool that works a few batches ahead, and converted to float32 (int8 dequantised, bfloat16
-widened). A store that fits in memory can be preloaded once; later epochs then read from RAM.
+Batches are assembled from the shard files through their index (see `probekit.cache.shards.ShardReader`)
+by a small thread pool that works a few batches ahead, and converted to float32 by the codec (int8
+dequantised, bfloat16 widened). A store that fits in memory can be preloaded once; later epochs then
+read from RAM.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probekit.cache.store import (
-    ShardReader,
-    TokenStore,
-    default_cache_dir,
-    fmt_bytes,
-    key_differences,
-    list_stores,
-)
+from probekit.cache.codec import decode_to_float as _to_float
+from probekit.cache.disk import fmt_bytes
+from probekit.cache.keys import key_differences
+from probekit.cache.planning import Plan, plan
+from probekit.cache.shards import ShardReader
+from probekit.cache.spec import RunOptions, TokenSpec, split_options
+from probekit.cache.store import TokenStore, list_stores
 from probekit.errors import CacheError
 from probekit.tokens import TokenBatch, TokenRequest, batch_order
+
+__all__ = ["CacheReader", "open_cache"]
 
 
 def _available_ram() -> int:
@@ -33,14 +35,6 @@ def _available_ram() -> int:
     except (ValueError, OSError, AttributeError):
         return 0
 
-
-def _to_float(arr: np.ndarray, dtype: str, scale: np.ndarray | None) -> torch.Tensor:
-    if dtype == "bfloat16":
-        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16).float()
-    t = torch.from_numpy(arr)
-    if dtype == "int8":
-        return t.float().mul_(torch.from_numpy(scale).unsqueeze(-1))
-    return t.float()
 
 
 class CacheReader:
@@ -87,16 +81,34 @@ class CacheReader:
         self.folds = np.asarray(g["folds"][...]).astype(np.int64)[self.rows] if "folds" in g else None
         self.valid_rows = np.clip(np.asarray(g["valid_rows"][...]).astype(np.int64), 0, None)[self.rows]
         self.num_clips = len(self.rows)
-        self._patch = ShardReader(g["patch"])
-        self._cls = ShardReader(g["cls"])
-        self._pscale = ShardReader(g["patch_scale"]) if self.dtype == "int8" else None
+        if not self.num_clips and lay.num_clips:  # every clip failed: nothing to train or score on
+            raise CacheError(
+                f"{self.path}: every one of the {lay.num_clips} clips of split {self.store.key['dataset']['split']} "
+                f"failed to extract (first: {self.store.meta['failed_clips'][0]['id']}: "
+                f"{self.store.meta['failed_clips'][0]['error']})",
+                hint="fix the files, then rerun `probekit extract` (it retries failed clips)",
+            )
+        # every shard is checked against its completion record (sha256) before its first read
+        self._patch = self.store.shard_reader("patch")
+        self._cls = self.store.shard_reader("cls")
+        self._pscale = self.store.shard_reader("patch_scale") if self.dtype == "int8" else None
         self._cscale = g["cls_scale"] if self.dtype == "int8" else None
-        self._cscale_ram = np.asarray(self._cscale[...]) if self._cscale is not None else None
+        self._cscale_ram = self._checked_cls_scale() if self._cscale is not None else None
         self.threads = max(0, int(threads))
         self.prefetch = max(1, int(prefetch))
         self._ram: dict[str, np.ndarray] | None = None
         if preload is True or (preload == "auto" and self.nbytes * 2 < _available_ram()):
             self.preload()
+
+    def _checked_cls_scale(self) -> np.ndarray:
+        """int8 stores: the (small) cls scales, read whole and checked shard by shard."""
+        ram = np.asarray(self._cscale[...])
+        self.store.check_loaded("cls_scale", ram)
+        return ram
+
+    def failed_counts(self) -> dict:
+        """{split, clips, failed, ids}: clips of this split whose extraction failed (`TokenStore.failed_counts`)."""
+        return self.store.failed_counts()
 
     # ---- sizes and preload -------------------------------------------------------------------
     @property
@@ -127,6 +139,7 @@ class CacheReader:
         """(len(rows), len(layers), ...) in storage dtype."""
         shape = reader.shape
         if not reader.fast:  # codecs this reader does not know: zarr's own (slow) path
+            reader.check_rows(rows)
             sel = np.sort(rows)
             data = np.asarray(reader.array.oindex[sel, list(layers)])
             return data[np.searchsorted(sel, rows)]
@@ -243,35 +256,43 @@ def open_cache(
     split: str = "train",
     *,
     path: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    layers="all",
-    dtype: str = "float16",
-    frontend_style: str | None = "model",
-    autocast: bool | str = False,
+    tokens: TokenSpec | None = None,
+    run: RunOptions | None = None,
     preload: bool | str = "auto",
     threads: int = 4,
     include_failed: bool = False,
+    **options,
 ) -> CacheReader:
     """Open the store made by `extract` with the same arguments, or the store at `path`.
 
-    `open_cache("path/to/store.zarr")` opens a store directly. With a backbone and dataset the store is
-    found by its content key; with both a path and a backbone/dataset the path must hold exactly that
-    key (other weights, frontend parameters, layers, dtype or data are refused, naming the difference).
-    A store with more layers than asked (same everything else) is used as is.
+    `open_cache("path/to/store.zarr")` opens a store directly. With a backbone and dataset (or a `Plan`
+    as the first argument) the store is found by its content key; with both a path and a
+    backbone/dataset the path must hold exactly that key (other weights, frontend parameters, layers,
+    dtype or data are refused, naming the difference). A store with more layers than asked (same
+    everything else) is used as is. `tokens`/`run` (or their fields as flat keywords: layers=,
+    dtype=, cache_dir=, ...) are as in `extract`; the plan's device is only used to key autocast.
     """
     if isinstance(backbone, (str, os.PathLike)) and path is None:
         path, backbone = backbone, None
     kw = {"preload": preload, "threads": threads, "include_failed": include_failed}
-    if backbone is None or dataset is None:
+    if isinstance(backbone, Plan):
+        if dataset is not None or tokens is not None or run is not None or options:
+            raise TypeError("open_cache(plan, ...): the plan fixes dataset, tokens and cache dir; pass only path, "
+                            "preload, threads, include_failed")
+        p = backbone
+    elif backbone is None or dataset is None:
         if path is None:
             raise CacheError("open_cache needs a store path, or a backbone and a dataset")
         if (backbone is None) != (dataset is None):
             raise CacheError("open_cache checks a store against a backbone AND a dataset; pass both or neither")
         return CacheReader(path, **kw)
-    from probekit.cache.extract import plan
+    else:
+        tokens, run = split_options(options, tokens, run or RunOptions(device="cpu"), where="open_cache")
+        p = plan(backbone, dataset, split, tokens, run)
+    return _open_planned(p, path, kw)
 
-    p = plan(backbone, dataset, split, cache_dir=cache_dir, layers=layers, dtype=dtype, device="cpu",
-             autocast=autocast, frontend_style=frontend_style, need_layout=False)
+
+def _open_planned(p: Plan, path, kw: dict) -> CacheReader:
     if path is not None:
         stored = TokenStore(path).key
         if stored != p.key and _superset(stored, p.key):
@@ -282,7 +303,7 @@ def open_cache(
         # found by name; the name is only a digest, so a store copied or renamed by hand is checked by content
         _check_expected(p.path, TokenStore(p.path).key, p.key)
         return CacheReader(p.path, **kw)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = p.path.parent
     near = []
     for sp in list_stores(root):
         try:
@@ -291,19 +312,19 @@ def open_cache(
             continue
         if _superset(k, p.key):
             return CacheReader(sp, layers=p.key["layers"], **kw)
-        if k["dataset"]["name"] == p.key["dataset"]["name"] and k["dataset"]["split"] == split:
+        if k["dataset"]["name"] == p.key["dataset"]["name"] and k["dataset"]["split"] == p.split:
             near.append((sp, k))
+    name, ds, split = p.backbone.name, p.dataset.name, p.split
     if near:
         sp, k = near[0]
         diffs = key_differences(k, p.key)
         raise CacheError(
-            f"no cache of {backbone.name} on {dataset.name}/{split} with these inputs; {sp.name} differs: "
-            + "; ".join(diffs[:4]),
+            f"no cache of {name} on {ds}/{split} with these inputs; {sp.name} differs: " + "; ".join(diffs[:4]),
             hint="run `probekit extract` for this backbone/checkpoint/frontend",
         )
     raise CacheError(
-        f"no cache of {backbone.name} on {dataset.name}/{split} in {root}",
-        hint=f"run `probekit extract --backbone {backbone.name} --dataset {dataset.name} --split {split}`",
+        f"no cache of {name} on {ds}/{split} in {root}",
+        hint=f"run `probekit extract --backbone {name} --dataset {ds} --split {split}`",
     )
 
 

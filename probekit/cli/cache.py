@@ -37,40 +37,120 @@ def extract_command(
     force: bool = typer.Option(False, "--force", help="Delete an existing store with this key first."),
     ignore_disk_space: bool = typer.Option(False, "--ignore-disk-space", help="Start even if it will not fit."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Store NaN/Inf tokens (default: refuse)."),
+    verify: bool | None = typer.Option(None, "--verify/--no-verify",
+                                       help="Re-hash finished shards first (default: when the store is complete)."),
 ) -> None:
     """Extract per-layer tokens once into the content-addressed cache (resumable; rerun to finish)."""
     from probekit.backbones import get_backbone
-    from probekit.cache.extract import extract
+    from probekit.cache import RunOptions, TokenSpec, plan, run_extraction
+    from probekit.cache.extraction import dry_run_of
     from probekit.datasets import get_dataset
 
+    tokens = TokenSpec(layers=layers, dtype=dtype, frontend_style=frontend_style, autocast=autocast)
+    run = RunOptions(device=device, workers=workers, batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+                     on_error=on_error, shard=shard, ignore_disk_space=ignore_disk_space,
+                     allow_nonfinite=allow_nonfinite, verify=verify)
     # --on-error skip: a manifest's absent files become failed clips that name the file (fail: refused up front)
     opts = {"keep_missing": True} if on_error == "skip" and dataset.startswith("manifest:") else {}
     ds = get_dataset(dataset, data_root=data_root, **opts)
     bb = get_backbone(backbone, checkpoint=checkpoint, seed=seed, trust_checkpoint=trust_checkpoint)
     for s in split or list(ds.spec.splits):
-        out = extract(
-            bb, ds, s, cache_dir=cache_dir, layers=layers, dtype=dtype, batch_size=batch_size, device=device,
-            workers=workers, shard=shard, on_error=on_error, dry_run=dry_run, force=force, autocast=autocast,
-            progress=progress, frontend_style=frontend_style, ignore_disk_space=ignore_disk_space, console=console,
-        )
-        if not dry_run and not progress:
-            console.print(str(out.path), highlight=False)
+        p = plan(bb, ds, s, tokens, run)
+        if dry_run:
+            if progress:
+                print_dry_run(dry_run_of(p, run))
+            continue
+        done = run_extraction(p, run, force=force)
+        if done.repaired and progress:
+            console.print(f"[yellow]re-extracted {len(done.repaired)} shard(s)[/]: "
+                          + "; ".join(done.repaired[j] for j in sorted(done.repaired)[:3]), highlight=False)
+        if not progress:
+            console.print(str(done.store.path), highlight=False)
+            _warn_failed(done.store)
+        elif done.cache_hit:
+            console.print(f"[green]cache hit[/]: {done.store.path}", highlight=False)
+        else:
+            if done.resumed_batch_size is not None:
+                console.print(f"resumed with the store's batch size {done.resumed_batch_size} "
+                              "(bitwise-identical results)")
+            print_summary(done.store)
+
+
+def _warn_failed(store) -> None:
+    """--no-progress prints no summary: failed clips still get one line on stderr."""
+    from probekit.cli import err_console
+
+    c = store.failed_counts()
+    if c["failed"]:
+        err_console.print(f"[yellow]warning:[/] {c['failed']} of {c['clips']} clips of split {c['split']} failed "
+                          f"(first: {', '.join(c['ids'][:3])}); `probekit cache ls` counts them", highlight=False)
+
+
+def print_dry_run(report) -> None:
+    """The projected sizes of a `DryRun` as a table, and whether the chosen one fits."""
+    from probekit.cache.disk import fmt_bytes
+
+    t = Table(title=f"projected store size: {report.clips} clips, grid {report.grid}, dim {report.embed_dim}")
+    for col in ("layers", "dtype", "size", ""):
+        t.add_column(col, justify="right" if col == "size" else "left")
+    for r in report.rows:
+        t.add_row(r["layers"], r["dtype"], fmt_bytes(r["bytes"]), "[bold green]<- chosen[/]" if r["chosen"] else "")
+    console.print(t)
+    verdict = "[green]fits[/]" if report.fits else "[bold red]does not fit[/]"
+    console.print(
+        f"store: {report.path}\nneeded {fmt_bytes(report.needed)} (already on disk {fmt_bytes(report.existing)}), "
+        f"free {fmt_bytes(report.free)}: {verdict}",
+        highlight=False,
+    )
+
+
+def print_summary(store) -> None:
+    """A finished store's summary and its failed clips (the first 20)."""
+    from probekit.cache.disk import fmt_bytes
+
+    s = store.summary()
+    failed = store.meta.get("failed_clips", [])
+    t = Table(title="extraction summary", show_header=False)
+    for k in ("path", "backbone", "dataset", "split", "clips", "layers", "grid", "dim", "dtype", "done"):
+        t.add_row(k, str(s[k]))
+    t.add_row("size", fmt_bytes(s["bytes"]))
+    t.add_row("failed clips", str(len(failed)))
+    console.print(t)
+    for f in failed[:20]:
+        console.print(f"  [yellow]failed[/] {f['id']}: {f['error']}", highlight=False)
+    if len(failed) > 20:
+        console.print(f"  ... and {len(failed) - 20} more (store attribute probekit.failed_clips)")
 
 
 def _stores(cache_dir: Path | None):
-    from probekit.cache.store import TokenStore, list_stores
+    stores, others = _scan(cache_dir)
+    for p, why, _ in others:
+        console.print(f"[yellow]skipping[/] {p.name}: {why}", highlight=False)
+    return stores
 
-    out = []
+
+def _scan(cache_dir: Path | None):
+    """(probekit stores, [(path, why, counts_as_damage)]): foreign *.zarr and unreadable stores are listed.
+
+    A *.zarr with no probekit attributes is someone else's (not damage); one whose zarr.json or probekit
+    attributes cannot be read is a damaged store.
+    """
+    from probekit.cache.store import NotAStoreError, TokenStore, list_stores
+
+    stores, others = [], []
     for p in list_stores(cache_dir):
         try:
-            out.append(TokenStore(p))
+            stores.append(TokenStore(p))
+        except NotAStoreError as e:
+            others.append((p, "not a probekit store" + (f" ({e.detail})" if e.detail else ""), e.detail is not None))
         except CacheError as e:
-            console.print(f"[yellow]skipping[/] {p.name}: {e}", highlight=False)
-    return out
+            others.append((p, e.message.removeprefix(f"{p}: "), True))
+    return stores, others
 
 
 def _find(ref: str, cache_dir: Path | None) -> Path:
-    from probekit.cache.store import default_cache_dir, list_stores
+    from probekit.cache import default_cache_dir, list_stores
 
     p = Path(ref).expanduser()
     if (p / "zarr.json").is_file():
@@ -90,9 +170,10 @@ def ls_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Store root (default $PROBEKIT_CACHE)."),
 ) -> None:
     """List stores with their provenance and size."""
-    from probekit.cache.store import default_cache_dir, fmt_bytes
+    from probekit.cache.disk import fmt_bytes
+    from probekit.cache.keys import default_cache_dir
 
-    stores = _stores(cache_dir)
+    stores, others = _scan(cache_dir)
     t = Table(title=f"token stores in {cache_dir or default_cache_dir()}", caption="`probekit cache rm STORE` takes the store column")
     for col in ("store", "backbone", "weights", "dataset/split", "clips", "layers", "grid x dim", "dtype",
                 "state", "failed", "size", "created"):
@@ -104,6 +185,8 @@ def ls_command(
         t.add_row(digest[:12], s["backbone"], s["checkpoint"], f"{s['dataset']}/{s['split']}",
                   str(s["clips"]), str(s["layers"]), f"{s['grid'][0]}x{s['grid'][1]} x {s['dim']}", s["dtype"],
                   state, str(s["failed"]), fmt_bytes(s["bytes"]), s["created"])
+    for p, why, _ in others:  # listed, not hidden: a damaged store must be visible (`cache rm` takes its name)
+        t.add_row(p.name, "", "", "", "", "", "", "", f"[red]{why}[/]", "", "", "")
     console.print(t)
 
 
@@ -112,7 +195,8 @@ def du_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Store root (default $PROBEKIT_CACHE)."),
 ) -> None:
     """Disk use per backbone and dataset, and the free space left."""
-    from probekit.cache.store import default_cache_dir, fmt_bytes, free_bytes
+    from probekit.cache.disk import fmt_bytes, free_bytes
+    from probekit.cache.keys import default_cache_dir
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     totals: dict[tuple[str, str], list[int]] = {}
@@ -145,17 +229,29 @@ def verify_command(
 
     from probekit.cache.store import TokenStore
 
-    targets = [TokenStore(_find(s, cache_dir)) for s in stores] if stores else _stores(cache_dir)
+    if stores:
+        targets, others = [], []
+        for s in stores:
+            p = _find(s, cache_dir)
+            try:
+                targets.append(TokenStore(p))
+            except CacheError as e:  # named explicitly: unreadable or foreign counts as a failure
+                others.append((p, e.message.removeprefix(f"{p}: "), True))
+    else:
+        targets, others = _scan(cache_dir)
     t = Table(title="verify")
     t.add_column("store")
     t.add_column("result")
     bad = 0
+    for p, why, damage in others:
+        bad += damage
+        t.add_row(p.name, ("[red]" if damage else "[yellow]") + why)
     with Progress(console=console, transient=True) as prog:
         for st in targets:
             task = prog.add_task(st.path.name[:40], total=st.layout.num_shards)
             problems = st.verify(checksums=checksums, progress=lambda task=task: prog.advance(task))
             bad += bool(problems)
-            t.add_row(st.path.name, "[green]ok[/]" if not problems else "[red]" + "; ".join(problems[:3]))
+            t.add_row(st.path.name, "[green]ok[/]" if not problems else "[red]" + "; ".join(problems))
     console.print(t)
     if bad:
         raise typer.Exit(1)
@@ -168,7 +264,8 @@ def rm_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ) -> None:
     """Delete stores (refused while one is being extracted)."""
-    from probekit.cache.store import dir_bytes, fmt_bytes, remove_store
+    from probekit.cache.disk import dir_bytes, fmt_bytes
+    from probekit.cache.store import remove_store
 
     paths = [_find(s, cache_dir) for s in stores]
     for p in paths:

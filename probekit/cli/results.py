@@ -222,7 +222,7 @@ def probe_cmd(
     `probekit tune` offers every search option). Example:
     probekit probe cgp --backbone bat --dataset as20k --prototypes 10000
     """
-    from probekit.api import evaluate, resolve_backbone
+    from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
     from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
     from probekit.results.leaderboard import leaderboard, to_rich
@@ -237,10 +237,12 @@ def probe_cmd(
         hparams[key] = prototypes
     bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint)
     res = evaluate(
-        bb, datasets=[dataset], probes=[probe], protocol=protocol, seeds=seeds, hparams=hparams,
-        train_overrides=overrides, cache_dir=cache_dir, results_dir=results_dir, data_root=data_root,
-        device=device, layers=layers, dtype=dtype, batch_size=batch_size, online=online, confirm=_confirm(yes),
-        tune=tune, trials=trials,
+        bb, datasets=[dataset], probes=[probe],
+        tokens=TokenSpec(layers=layers, dtype=dtype),
+        run=RunOptions(device=device, batch_size=batch_size, cache_dir=cache_dir),
+        train=TrainOptions(protocol=protocol, seeds=seeds, hparams=hparams, overrides=overrides),
+        tune=TuneOptions(trials=trials) if tune else False,
+        online=online, confirm=_confirm(yes), results_dir=results_dir, data_root=data_root,
     )
     console.print(run_table(res.records))
     for p in res.paths:

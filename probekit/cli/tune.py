@@ -200,7 +200,7 @@ def _show(name: str, storage: str | None, results_dir: Path | None) -> None:
 def _write_record(result, bb, dataset: str, train, test, data_root, results_dir) -> None:
     """The result record of the seed retrains (scored on test, or cross-validated on train), as `probekit probe`."""
     from probekit.api import record_from_tune
-    from probekit.cache.store import key_digest
+    from probekit.cache import key_digest
     from probekit.results.records import write_record
 
     if not result.seeds:

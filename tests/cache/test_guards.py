@@ -8,9 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from probekit.cache.extract import DryRun, extract
-from probekit.cache.reader import open_cache
-from probekit.cache.store import TokenStore, dir_bytes
+from probekit.cache import DryRun, TokenStore, extract, open_cache
+from probekit.cache.disk import dir_bytes
 from probekit.cli import main
 from probekit.errors import AudioError, CacheError
 from probekit.tokens import TokenRequest
@@ -51,7 +50,7 @@ def test_other_frontend_recipe_is_refused(tmp_path, eat_tiny, small_fsdd):
 
 
 def test_dry_run_projects_and_refuses_when_full(tmp_path, bat_tiny, small_fsdd, monkeypatch):
-    ex = importlib.import_module("probekit.cache.extract")  # the package re-exports a function of that name
+    ex = importlib.import_module("probekit.cache.extraction")
 
     rep = extract(bat_tiny, small_fsdd, "test", cache_dir=tmp_path, dry_run=True, **OPTS)
     assert isinstance(rep, DryRun) and not list(tmp_path.glob("*.zarr"))
@@ -146,10 +145,10 @@ def test_store_renamed_to_another_key_is_refused(bat_store, small_fsdd, tmp_path
     import shutil
 
     from probekit.backbones import get_backbone
-    from probekit.cache.extract import plan
+    from probekit.cache import plan
 
     other = get_backbone("bat-tiny", seed=1)
-    target = plan(other, small_fsdd, "test", cache_dir=tmp_path, need_layout=False).path
+    target = plan(other, small_fsdd, "test", cache_dir=tmp_path).path
     shutil.copytree(bat_store.path, target)
     with pytest.raises(CacheError, match="made from other inputs than asked: .*random_init_seed"):
         open_cache(other, small_fsdd, "test", cache_dir=tmp_path)

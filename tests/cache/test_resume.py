@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from probekit.cache.extract import extract
-from probekit.cache.store import TokenStore
+from probekit.cache import TokenStore, extract
 from probekit.errors import CacheError
 
 N_CLIPS = 32
@@ -105,7 +104,7 @@ def test_sigkill_at_five_moments_then_resume_is_bitwise_identical(tmp_path, refe
 
 
 def test_shards_and_lock(tmp_path, reference, bat_tiny):
-    from probekit.cache.store import ExtractionLock
+    from probekit.cache.lock import ExtractionLock
 
     ref, ds = reference
     first = extract(bat_tiny, ds, "test", cache_dir=tmp_path, shard="0/2", **OPTS)

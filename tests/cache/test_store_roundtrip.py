@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.cache.extract import extract, plan
-from probekit.cache.reader import open_cache
-from probekit.cache.store import TokenStore, dir_bytes
+from probekit.cache import TokenStore, extract, open_cache, plan
+from probekit.cache.disk import dir_bytes
 from probekit.tokens import InMemoryTokens, TokenData, TokenRequest
 
 
@@ -16,7 +15,7 @@ def _reference_tokens(backbone, dataset, split="test"):
     """Tokens of every clip encoded one at a time, straight from the backbone (float32)."""
     from probekit.audio.io import load_audio
 
-    p = plan(backbone, dataset, split, device="cpu", need_layout=False)
+    p = plan(backbone, dataset, split, device="cpu")
     bb = p.backbone
     patch, cls, valid = [], [], []
     for c in p.clips:
@@ -180,7 +179,7 @@ def test_progress_counts_token_bytes_per_batch(tmp_path, bat_tiny, make_subset, 
     # one shard holds every clip, so nothing reaches disk before the end; the column must still move
     import importlib
 
-    ex = importlib.import_module("probekit.cache.extract")  # the package re-exports a function of that name
+    ex = importlib.import_module("probekit.cache.extraction")
 
     seen: list[float] = []
     real = ex._progress

@@ -38,7 +38,7 @@ def _extract_child(csv: str, cache: str, hold: str | None = None) -> None:
     import torch
 
     from probekit.backbones import get_backbone
-    from probekit.cache.extract import extract
+    from probekit.cache import extract
     from probekit.datasets import get_dataset
 
     torch.set_num_threads(1)

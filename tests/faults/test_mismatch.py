@@ -78,7 +78,7 @@ def test_api_refuses_rather_than_reuse_when_extraction_is_declined(setup, tmp_pa
 
 def test_store_renamed_into_the_place_of_another_key_is_refused(setup, tmp_path, capsys):
     """A store copied by hand under the name another key would have: found by name, refused by content."""
-    from probekit.cache.extract import plan
+    from probekit.cache import plan
 
     csv, weights, cache = setup
     (store,) = cache.glob("*.zarr")

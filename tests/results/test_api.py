@@ -200,3 +200,49 @@ def test_evaluate_cross_validation_protocol(manifest, tmp_path):
     folds = rec.seeds[0].extras["folds"]
     assert len(folds) == 3 and rec.score == pytest.approx(np.mean(folds))
     assert len(rec.per_class["ap"]) == 10
+
+
+def test_evaluate_trusts_a_pickled_checkpoint_only_when_told(manifest, tmp_path):
+    """The loader's refusal says `trust_checkpoint=True`; evaluate must accept it (flat or in backbone_options)."""
+    import argparse
+
+    from probekit.api import RunOptions, TrainOptions
+    from probekit.backbones import get_backbone
+    from probekit.errors import CheckpointError
+
+    sd = get_backbone("bat-tiny", seed=0).model.state_dict()
+    ck = tmp_path / "bat.ckpt"  # a BAT lightning file whose extra entry needs full unpickling
+    torch.save({"state_dict": {f"student.encoder.{k}": v for k, v in sd.items()},
+                "hyper_parameters": argparse.Namespace(lr=1e-3)}, ck)
+    opts = dict(datasets=[manifest], probes=["linear"], write=False,
+                run=RunOptions(device="cpu", cache_dir=tmp_path / "c", progress=False, workers=0),
+                train=TrainOptions(overrides={"steps": 5, "batch_size": 16}))
+    with pytest.raises(CheckpointError, match="trust_checkpoint=True"):
+        evaluate("bat-tiny", checkpoint=ck, **opts)
+    trusted = evaluate("bat-tiny", backbone_options={"checkpoint": ck, "trust_checkpoint": True}, **opts)
+    flat = evaluate("bat-tiny", checkpoint=ck, trust_checkpoint=True, **opts)
+    sha = trusted.records[0].backbone.checkpoint_sha256
+    assert sha and len(sha) == 64 and flat.records[0].backbone.checkpoint_sha256 == sha
+    assert flat.records[0].timings.cache_reused  # same weights, same key: the first run's cache
+
+
+def test_value_objects_match_flat_keywords_and_plan_each_split_once(manifest, model, tmp_path, monkeypatch):
+    import probekit.cache.planning as planning
+    from probekit.api import RunOptions, TokenSpec, TrainOptions
+
+    calls = []
+    real = planning.plan
+    monkeypatch.setattr(planning, "plan", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    objects = evaluate(model, [manifest], ["linear"], write=False, tokens=TokenSpec(layers="last", dtype="int8"),
+                       run=RunOptions(device="cpu", cache_dir=tmp_path, progress=False, workers=0),
+                       train=TrainOptions(seeds=2, overrides={"steps": 10, "batch_size": 16}),
+                       backbone_options={"name": "tiny", "adapt": ADAPT})
+    assert sorted(calls) == ["test", "train"]  # one plan per split: shared by open_cache and extraction
+    flat = evaluate(model, [manifest], ["linear"], write=False, layers="last", dtype="int8", device="cpu",
+                    cache_dir=tmp_path, progress=False, workers=0, seeds=2,
+                    train_overrides={"steps": 10, "batch_size": 16}, name="tiny", adapt=ADAPT)
+    a, b = objects.records[0], flat.records[0]
+    assert a.cache_key == b.cache_key and b.timings.cache_reused
+    assert [s.metrics for s in a.seeds] == [s.metrics for s in b.seeds]
+    with pytest.raises(TypeError, match="layerz"):
+        evaluate(model, [manifest], ["linear"], layerz="last")
