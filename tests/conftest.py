@@ -10,6 +10,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Keep the suite's files out of the user's folders: the fingerprint memo and the checkpoint sha256
+# index go to a per-run temporary folder unless a test sets its own (subprocesses inherit these).
+if "PROBEKIT_FINGERPRINT_MEMO" not in os.environ or "PROBEKIT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _run_dir = Path(tempfile.mkdtemp(prefix="probekit-tests-"))
+    os.environ.setdefault("PROBEKIT_FINGERPRINT_MEMO", str(_run_dir / "fingerprints.sqlite"))
+    os.environ.setdefault("PROBEKIT_CACHE_DIR", str(_run_dir / "user-cache"))
+
 
 def _find_shared() -> Path | None:
     env = os.environ.get("PROBEKIT_SHARED")

@@ -62,10 +62,9 @@ _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 def _sha_index_path() -> Path | None:
     try:
-        from platformdirs import user_cache_dir
+        from probekit._paths import user_cache_root
 
-        root = Path(os.environ.get("PROBEKIT_CACHE_DIR") or user_cache_dir("probekit"))
-        return root / "sha256-index.json"
+        return user_cache_root() / "sha256-index.json"
     except Exception:  # noqa: BLE001 - the on-disk index is an optimisation only
         return None
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from probekit.cache.codec import DTYPES
+from probekit._paths import token_cache_dir
 from probekit.errors import CacheError
 
 __all__ = ["FORMAT_VERSION", "cache_root", "canonical", "content_key", "default_cache_dir", "key_differences",
@@ -26,13 +27,8 @@ FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """`$PROBEKIT_CACHE`, else the platform's user cache dir (e.g. ~/.cache/probekit/tokens)."""
-    env = os.environ.get("PROBEKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("probekit")) / "tokens"
+    """`$PROBEKIT_CACHE`, else the platform's user cache dir (see probekit._paths)."""
+    return token_cache_dir()
 
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:

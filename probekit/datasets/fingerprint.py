@@ -114,7 +114,7 @@ def _memo_path() -> Path | None:
     env = os.environ.get(MEMO_ENV)
     if env is not None:
         return None if env.strip().lower() in ("", "off", "0", "none", "no") else Path(env).expanduser()
-    from probekit.cache.store import default_cache_dir
+    from probekit._paths import token_cache_dir as default_cache_dir
 
     return default_cache_dir() / ".fingerprints.sqlite"
 
