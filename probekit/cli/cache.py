@@ -37,7 +37,7 @@ def extract_command(
     force: bool = typer.Option(False, "--force", help="Delete an existing store with this key first."),
     ignore_disk_space: bool = typer.Option(False, "--ignore-disk-space", help="Start even if it will not fit."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Store NaN/Inf tokens (default: refuse)."),
+    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Load NaN/Inf weights and store NaN/Inf tokens (default: refuse both)."),
     verify: bool | None = typer.Option(None, "--verify/--no-verify",
                                        help="Re-hash finished shards first (default: when the store is complete)."),
 ) -> None:
@@ -54,7 +54,8 @@ def extract_command(
     # --on-error skip: a manifest's absent files become failed clips that name the file (fail: refused up front)
     opts = {"keep_missing": True} if on_error == "skip" and dataset.startswith("manifest:") else {}
     ds = get_dataset(dataset, data_root=data_root, **opts)
-    bb = get_backbone(backbone, checkpoint=checkpoint, seed=seed, trust_checkpoint=trust_checkpoint)
+    bb = get_backbone(backbone, checkpoint=checkpoint, seed=seed, trust_checkpoint=trust_checkpoint,
+                      allow_nonfinite=allow_nonfinite)
     for s in split or list(ds.spec.splits):
         p = plan(bb, ds, s, tokens, run)
         if dry_run:
