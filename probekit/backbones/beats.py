@@ -51,7 +51,7 @@ __all__ = ["BeatsBackbone", "BeatsConfig", "BeatsFbank", "BeatsFbankConfig", "Be
 ARCHITECTURE = "beats"
 BEATS_CITATION = (
     "Chen, S., Wu, Y., Wang, C., Liu, S., Tompkins, D., Chen, Z., Wei, F. BEATs: Audio Pre-Training with "
-    "Acoustic Tokenizers. ICML 2023 (arXiv:2212.09058)."
+    "Acoustic Tokenizers. ICML 2023."
 )
 BEATS_URL = "https://github.com/microsoft/unilm/tree/master/beats"
 
@@ -384,7 +384,7 @@ class BeatsModel(nn.Module):
 
     def forward(self, fbank: torch.Tensor, valid_frames: torch.Tensor | None = None):
         """(B, frames, bins) -> (list of L (B, N, D), valid patches (B,), grid (T, F))."""
-        b, frames, bins = fbank.shape
+        b, frames = fbank.shape[:2]
         x = self.patch_embedding(fbank.unsqueeze(1))
         t, f = x.shape[2], x.shape[3]
         x = self.layer_norm(x.reshape(b, x.shape[1], -1).transpose(1, 2))  # time-major: n = t * F + f
@@ -394,7 +394,7 @@ class BeatsModel(nn.Module):
             # the official frame mask -> patch mask: drop frames % N trailing frames, view (N, r).all(-1)
             r = frames // n
             vf = torch.as_tensor(valid_frames).reshape(-1).long().cpu().clamp(0, frames)
-            valid = torch.clamp((vf + r - 1) // r, max=n)
+            valid = torch.clamp((vf + r - 1) // r, min=1, max=n)  # all keys masked would be NaN (official too)
             key_pad = torch.arange(n)[None, :] >= valid[:, None]
             key_pad = key_pad.to(x.device) if bool(key_pad.any()) else None
         if self.post_extract_proj is not None:
@@ -538,14 +538,16 @@ BEATS_B = BeatsConfig()
 BEATS_TINY = BeatsConfig(embed_dim=48, encoder_layers=4, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
                          encoder_attention_heads=2, conv_pos=16, conv_pos_groups=4)
 _AS2M = ("as2m", "as20k")  # AudioSet-2M contains the AS-20k balanced subset
+_NO_CLS = "no cls token: cls = mean of the valid rows' patch tokens"
 _VARIANTS: dict[str, tuple[BeatsConfig, str, tuple[str, ...]]] = {
-    "beats-iter3": (BEATS_B, "BEATs_iter3: ViT-B sized, self-supervised on AudioSet-2M (3rd tokenizer iteration); "
-                    "no cls token: cls = mean of the valid patch tokens", _AS2M),
-    "beats-iter3-plus-as2m": (BEATS_B, "BEATs_iter3+ (AS2M): ViT-B sized, AudioSet-2M, tokenizer distilled from a "
-                              "model fine-tuned on AS-2M labels; no cls token: cls = mean of the valid patch tokens",
-                              _AS2M),
-    "beats-tiny": (BEATS_TINY, "test size (D=64, 4 blocks, 2 heads, patch embed 48); random init unless a "
-                   "checkpoint", ()),
+    "beats-iter3": (
+        BEATS_B, f"BEATs_iter3: ViT-B sized, self-supervised on AudioSet-2M (3rd tokenizer iteration); {_NO_CLS}",
+        _AS2M),
+    "beats-iter3-plus-as2m": (
+        BEATS_B, ("BEATs_iter3+ (AS2M): ViT-B sized, AudioSet-2M, tokenizer distilled from a teacher fine-tuned on "
+                  f"AS-2M labels; {_NO_CLS}"), _AS2M),
+    "beats-tiny": (BEATS_TINY, "test size (D=64, 4 blocks, 2 heads, patch embed 48); random init unless a checkpoint",
+                   ()),
 }
 _OPTIONS = {"seed", "frontend", "device", "trust_checkpoint", "allow_nonfinite"}
 

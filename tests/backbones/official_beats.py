@@ -142,7 +142,7 @@ def random_beats_checkpoint(*, embed=48, dim=64, layers=3, heads=2, ffn=128, con
                             finetuned=False) -> dict:
     """A tiny random checkpoint in the official layout: {'cfg': BEATsConfig fields, 'model': state_dict}."""
     gen = torch.Generator().manual_seed(seed)
-    r = lambda *s, scale=0.1: torch.randn(*s, generator=gen) * scale  # noqa: E731
+    r = lambda *s, scale=0.1: torch.randn(*s, generator=gen) * scale
     cfg = {"input_patch_size": 16, "embed_dim": embed, "conv_bias": False, "encoder_layers": layers,
            "encoder_embed_dim": dim, "encoder_ffn_embed_dim": ffn, "encoder_attention_heads": heads,
            "activation_fn": "gelu", "layer_norm_first": False, "deep_norm": True, "dropout": 0.0,

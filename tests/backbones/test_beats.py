@@ -18,7 +18,13 @@ from official_beats import (
 )
 
 from probekit.backbones import backbone_card, get_backbone, list_backbones
-from probekit.backbones.beats import BeatsFbank, BeatsFbankConfig, BeatsModel, beats_param_count, relative_buckets
+from probekit.backbones.beats import (
+    BeatsFbank,
+    BeatsFbankConfig,
+    BeatsModel,
+    beats_param_count,
+    relative_buckets,
+)
 from probekit.backbones.checkpoints import load_checkpoint
 from probekit.backbones.custom import check_backbone
 from probekit.errors import BackboneError, CheckpointError, ConfigError
@@ -145,7 +151,7 @@ def test_padding_mask_maps_linearly_onto_the_patch_index():
 
 
 def test_checkpoint_layout_loads_strictly(official, tmp_path):
-    path, ck = official
+    path, _ = official
     bb = get_backbone("beats-tiny", path)
     assert bb.seed is None and bb.checkpoint_sha256 and bb.checkpoint_format == "beats"
     assert bb.cache_key()["weights"] == {"sha256": bb.checkpoint_sha256}
