@@ -177,6 +177,8 @@ def test_checkpoint_layout_loads_strictly(official, tmp_path):
     bad(lambda c: c["model"].__setitem__("encoder.layers.9.fc1.bias", torch.zeros(3)), "Unexpected key.*encoder.layers.9.fc1.bias")
     bad(lambda c: c["cfg"].__setitem__("encoder_attention_heads", 3), r"\(beats\): BEATs cfg encoder_embed_dim=64 must divide")
     bad(lambda c: c["cfg"].__setitem__("layer_norm_first", True), r"\(beats\): BEATs cfg layer_norm_first=True")
+    bad(lambda c: c["cfg"].__setitem__("encoder_layers", "3"), r"\(beats\): BEATs cfg encoder_layers='3' must be a positive")
+    bad(lambda c: c["cfg"].pop("input_patch_size"), r"input_patch_size=-1 must be a positive integer")  # BEATsConfig's -1
     bad(lambda c: c["cfg"].__setitem__("encoder_layers", 4), "weights do not fit its cfg")
     bad(lambda c: c.pop("cfg"), r"\(beats\): no 'cfg' dict beside 'model'")
 
