@@ -253,17 +253,23 @@ def test_fsdd_cache_then_linear_and_cgp(fsdd_root, tmp_path):
     (root / "audio").mkdir(parents=True)
     rows = ["path,labels,split"]
     for digit in range(10):
-        for take in range(4):
+        for take in range(3):
             name = f"{digit}_jackson_{take}.wav"
             (root / "audio" / name).write_bytes((fsdd_root / "recordings" / name).read_bytes())
             rows.append(f"audio/{name},{digit},{'test' if take < 1 else 'train'}")
     (root / "m.csv").write_text("\n".join(rows) + "\n")
-    res = evaluate("audiomae-tiny", datasets=[f"manifest:{root / 'm.csv'}"], probes=["linear", "cgp"],
+    # the FSDD preset (256 frames) keeps this short; the default 1,024-frame path is extracted by the CLI test
+    bb = get_backbone("audiomae-tiny", frontend="audiomae-fsdd")
+    res = evaluate(bb, datasets=[f"manifest:{root / 'm.csv'}"], probes=["linear", "cgp"],
                    hparams={"cgp": {"prototypes": 8}}, train_overrides={"steps": 15, "batch_size": 10},
                    cache_dir=tmp_path / "c", results_dir=tmp_path / "r", device="cpu", progress=False, workers=0)
     assert [r.probe for r in res.records] == ["linear", "cgp"]
     for p in res.paths:
         rec = read_record(p)
         assert rec.backbone.name == "audiomae-tiny" and 0.0 <= rec.score <= 100.0
+    from probekit.cache.store import TokenStore, list_stores
+
+    stores = [TokenStore(p) for p in list_stores(tmp_path / "c")]
+    assert len(stores) == 2 and all(s.layout.grid == (16, 8) for s in stores)
     gates = res.records[1].seeds[0].extras["gates"]
     assert len(gates) == 4 and sum(gates) == pytest.approx(1.0, abs=1e-5)
