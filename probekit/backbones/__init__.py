@@ -9,7 +9,10 @@ from probekit.backbones.protocol import Backbone, BackboneBase, BackboneCard, La
 from probekit.backbones.registry import backbone_card, get_backbone, list_backbones, register_backbone
 
 # The built-in families (each registers its names and checkpoint formats on import).
-from probekit.backbones import bat, beats, eat  # noqa: E402,F401  isort: skip
+from probekit.backbones import audiomae  # noqa: E402,F401  isort: skip
+from probekit.backbones import bat  # noqa: E402,F401  isort: skip
+from probekit.backbones import beats  # noqa: E402,F401  isort: skip
+from probekit.backbones import eat  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",
