@@ -146,9 +146,8 @@ def dataset_frontend(backbone, dataset, clips, style: str | None):
     if config is None:
         config = backbone.frontend.config
     if config.target_frames is None:
-        from probekit.audio.frontends import make_frontend
-
-        probe = make_frontend(config)
+        # the backbone builds the frontend: a family's own frontend config is not one of probekit.audio's
+        probe = backbone.with_frontend(config).frontend
         lengths = [n for n in (_clip_samples(c, backbone.sample_rate) for c in clips) if n]
         frames = max((probe.num_frames(n) for n in lengths), default=probe.num_frames(backbone.sample_rate))
         config = dataclasses.replace(config, target_frames=frames)
