@@ -201,3 +201,27 @@ def test_time_only_grid_end_to_end_cache_and_probes(tmp_path, fsdd_root):
         scores = predict(res.probe, data)
         assert scores.shape == (40, 10) and np.isfinite(scores).all(), name
         assert res.history[-1]["loss"] < res.history[0]["loss"], name
+
+
+def test_bad_inputs_and_short_clips():
+    from probekit.errors import BackboneError
+
+    bb = get_backbone("dasheng-tiny")
+    with pytest.raises(BackboneError, match=r"expected features of shape \(B, 1, frames, 64\), got \(2, 1, 160, 128\)"):
+        bb.encode(torch.zeros(2, 1, 160, 128))
+    with pytest.raises(BackboneError, match="3 frames is shorter than one token"):
+        bb.encode(torch.zeros(1, 1, 3, 64))
+    with pytest.raises(BackboneError, match="valid_frames has 2 entries for a batch of 1"):
+        bb.encode(torch.zeros(1, 1, 16, 64), torch.tensor([16, 16]))
+    with pytest.raises(BackboneError, match=r"layer indices \[3\] out of range for 3 blocks"):
+        bb.encode(torch.zeros(1, 1, 16, 64), layers=[3])
+    with pytest.raises(BackboneError, match="reads its own 64-mel dB frontend, not 'eat-esc50'"):
+        get_backbone("dasheng-tiny", frontend="eat-esc50").forward_tokens(torch.zeros(1, 16000))
+    # a clip shorter than one token (< 640 samples) beside a longer one: every key of it is masked, as in
+    # the official code (finfo.min, not -inf: uniform attention, finite tokens); its cls is then zero
+    wave = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
+    lt = bb.forward_tokens(wave, torch.tensor([4000, 600]))
+    assert lt.valid_rows.tolist() == [6, 0] and torch.isfinite(lt.patch).all() and not lt.cls[1].any()
+    # layer subsets are the same rows as the full output
+    sub = bb.forward_tokens(wave, torch.tensor([4000, 600]), layers=[-1, 0])
+    assert torch.equal(sub.patch, lt.patch[:, [2, 0]])
