@@ -149,10 +149,10 @@ def official_state_dict(embed_dim: int, depth: int, chunk: int, seed: int = 0) -
         p = f"blocks.{i}."
         sd.update({
             p + "norm1.weight": 1 + r(d), p + "norm1.bias": r(d),
-            p + "attn.qkv.weight": r(3 * d, d, scale=0.2), p + "attn.qkv.bias": r(3 * d),
-            p + "attn.proj.weight": r(d, d, scale=0.2), p + "attn.proj.bias": r(d),
+            p + "attn.qkv.weight": r(3 * d, d, scale=0.12), p + "attn.qkv.bias": r(3 * d),
+            p + "attn.proj.weight": r(d, d, scale=0.12), p + "attn.proj.bias": r(d),
             p + "norm2.weight": 1 + r(d), p + "norm2.bias": r(d),
-            p + "mlp.fc1.weight": r(h, d, scale=0.2), p + "mlp.fc1.bias": r(h),
-            p + "mlp.fc2.weight": r(d, h, scale=0.2), p + "mlp.fc2.bias": r(d),
+            p + "mlp.fc1.weight": r(h, d, scale=0.12), p + "mlp.fc1.bias": r(h),
+            p + "mlp.fc2.weight": r(d, h, scale=0.12), p + "mlp.fc2.bias": r(d),
         })
     return sd

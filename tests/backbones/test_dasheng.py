@@ -225,3 +225,12 @@ def test_bad_inputs_and_short_clips():
     # layer subsets are the same rows as the full output
     sub = bb.forward_tokens(wave, torch.tensor([4000, 600]), layers=[-1, 0])
     assert torch.equal(sub.patch, lt.patch[:, [2, 0]])
+
+
+def test_official_buffers_are_the_htk_filterbank_and_periodic_hann(official_sd):
+    """The front_end buffers an official checkpoint carries (torchaudio's, float32) equal the filterbank and
+    window re-derived in float64 in official_dasheng.py, to float32 rounding."""
+    from official_dasheng import hann_periodic, htk_mel_fb
+
+    assert (official_sd["front_end.0.mel_scale.fb"] - htk_mel_fb()).abs().max() <= 1e-5
+    assert (official_sd["front_end.0.spectrogram.window"] - hann_periodic(512)).abs().max() <= 1e-6
