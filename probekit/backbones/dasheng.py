@@ -74,7 +74,8 @@ class DashengFrontendConfig:
     def __post_init__(self) -> None:
         if self.kind != "dasheng-logmel":
             raise ConfigError(f"DashengFrontendConfig kind must be 'dasheng-logmel', got {self.kind!r}")
-        if self.target_frames is not None and (isinstance(self.target_frames, bool) or self.target_frames < PATCH_FRAMES):
+        t = self.target_frames
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < PATCH_FRAMES):
             raise ConfigError(f"dasheng-logmel target_frames={self.target_frames!r} must be >= {PATCH_FRAMES} or None")
 
     @property
@@ -126,14 +127,19 @@ class DashengFrontend(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         c = self.config
-        return c.target_frames if c.target_frames is not None else self._native_frames(max(int(num_samples), self.min_samples))
+        if c.target_frames is not None:
+            return c.target_frames
+        return self._native_frames(max(int(num_samples), self.min_samples))
 
     def valid_frames(self, num_samples: int) -> int:
         return max(1, min(self._native_frames(int(num_samples)), self.num_frames(num_samples)))
 
     def _fit(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.config
-        n = (c.target_frames - 1) * c.hop_length if c.target_frames is not None else max(wave.shape[-1], self.min_samples)
+        if c.target_frames is not None:  # zero samples, as a padded batch has: frames = 1 + n // hop
+            n = (c.target_frames - 1) * c.hop_length
+        else:
+            n = max(wave.shape[-1], self.min_samples)
         if wave.shape[-1] < n:
             return F.pad(wave, (0, n - wave.shape[-1]))
         return wave[..., :n]
@@ -148,6 +154,7 @@ class DashengFrontend(nn.Module):
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
             raise ConfigError(f"dasheng frontend takes (B, samples) or (samples,), got shape {tuple(wave.shape)}")
+        n = wave.shape[-1]
         wave = self._fit(wave.to(torch.float32))
         if self.mel.spectrogram.window.device != wave.device:
             self.mel.to(wave.device)
@@ -155,9 +162,10 @@ class DashengFrontend(nn.Module):
             feats = self.db(self.mel(wave)).transpose(1, 2).unsqueeze(1)  # (B, 1, frames, mels)
         if lengths is None:
             return feats, None
-        lens = torch.as_tensor(lengths).reshape(-1).tolist()
-        if len(lens) != wave.shape[0]:
-            raise ConfigError(f"lengths has {len(lens)} entries for a batch of {wave.shape[0]}")
+        lens = [int(v) for v in torch.as_tensor(lengths).reshape(-1).tolist()]
+        if len(lens) != wave.shape[0] or any(v <= 0 or v > n for v in lens):
+            raise ConfigError(f"lengths {lens} do not fit a batch of {wave.shape[0]} clips of {n} samples "
+                              f"(need 1..{n})")
         return feats, torch.tensor([self.valid_frames(int(v)) for v in lens], dtype=torch.long)
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
@@ -424,6 +432,8 @@ def _config_from(found: Detected, path, num_heads: int | None, default: DashengC
     except (KeyError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{src}: cannot read the sizes from the weights ({type(e).__name__}: {e})") from None
     heads = num_heads or fc.get("num_heads")
+    if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1):
+        raise CheckpointError(f"{src}: config num_heads={heads!r} is not a positive integer", hint="pass num_heads=")
     if not heads:  # the official named loaders pass the heads: 12 (768), 16 (1280), 24 (1536)
         heads = _HEADS_BY_WIDTH.get(d, default.num_heads if d == default.embed_dim else max(1, d // 64))
     return DashengConfig(embed_dim=d, depth=depth, num_heads=int(heads), mlp_ratio=hidden / d, n_mels=64,

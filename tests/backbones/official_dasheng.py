@@ -5,9 +5,9 @@ Written from the math of `dasheng/train/models.py` (`AudioTransformerMAE_Encoder
 `forward_spectrogram`, `forward_features`, `_to_mask`): plain tensor maths on the raw official state dict
 (official key names), sharing no code with probekit or torchaudio's transforms:
 
-- frontend (with the module's loaded window / filterbank buffers): reflect-padded frames of 512 samples every 160, periodic Hann, |rfft|^2, an HTK mel
-  filterbank (64 bands, 0-8 kHz, no norm) built here, 10*log10(max(P, 1e-10)), then ONE floor
-  max(x, max_over_the_whole_batch - 120);
+- frontend (with the module's loaded window / filterbank buffers): reflect-padded frames of 512 samples
+  every 160, periodic Hann, |rfft|^2, an HTK mel filterbank (64 bands, 0-8 kHz, no norm; also built here),
+  10*log10(max(P, 1e-10)), then ONE floor max(x, max_over_the_whole_batch - 120);
 - per-mel BatchNorm with running stats; (64, 4) patches as a reshape + einsum (trailing frames dropped);
 - chunks of time_pos_embed.shape[-1] tokens, each with positions from 0; pre-LN blocks with explicit
   attention per head, key mask from x_length samples (t >= x_length // 640 -> finfo.min), softmax,

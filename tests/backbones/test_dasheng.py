@@ -27,7 +27,8 @@ def official_sd():
 
 
 def _save(path, sd, config=None):
-    config = {"embed_dim": D, "depth": DEPTH, "num_heads": HEADS, "target_length": TARGET_LENGTH} if config is None else config
+    if config is None:
+        config = {"embed_dim": D, "depth": DEPTH, "num_heads": HEADS, "target_length": TARGET_LENGTH}
     torch.save({"model": sd, "config": config}, path)  # the zenodo layout `Dasheng.from_pretrained` reads
     return path
 
@@ -132,7 +133,7 @@ def test_checkpoint_layout_is_checked_strictly(tmp_path, official_sd):
     with pytest.raises(CheckpointError, match="front_end.0.mel_scale.fb differs from the official MelSpectrogram"):
         get_backbone("dasheng-tiny", save("fb.pt", lambda sd: sd["front_end.0.mel_scale.fb"].mul_(1.01)))
     with pytest.raises(CheckpointError, match=r"1 weight tensor\(s\) hold NaN/Inf: blocks.0.attn.qkv.weight"):
-        get_backbone("dasheng-tiny", save("nan.pt", lambda sd: sd["blocks.0.attn.qkv.weight"].__setitem__((0, 0), float("nan"))))
+        get_backbone("dasheng-tiny", save("nan.pt", lambda sd: sd["blocks.0.attn.qkv.weight"][0].fill_(float("nan"))))
     # heads: the file's config, else the option; the audio-ViT loaders name the architecture
     path = save("ok.pt", lambda sd: None)
     assert get_backbone("dasheng-tiny", path, num_heads=2).num_heads == 2
@@ -188,7 +189,8 @@ def test_time_only_grid_end_to_end_cache_and_probes(tmp_path, fsdd_root):
     wave = load_audio(clip.path, sample_rate=16000)
     p_bb = plan(bb, ds, "test", device="cpu", need_layout=False).backbone  # frames fixed to the split's longest
     assert p_bb.frontend.config.target_frames // 4 == t
-    lt = p_bb.encode(p_bb.frontend.features(wave).unsqueeze(0), torch.tensor([p_bb.frontend.valid_frames(wave.numel())]))
+    fe = p_bb.frontend
+    lt = p_bb.encode(fe.features(wave).unsqueeze(0), torch.tensor([fe.valid_frames(wave.numel())]))
     got = next(iter(data.batches(TokenRequest(layers="all"), 40)))
     assert torch.allclose(got.patch[5].float(), lt.patch[0], atol=1e-5)
     assert int(got.valid_rows[5]) == int(lt.valid_rows[0]) == wave.numel() // 640
