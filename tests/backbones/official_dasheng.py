@@ -3,7 +3,8 @@
 Written from the math of `dasheng/train/models.py` (`AudioTransformerMAE_Encoder.front_end`, `init_bn`,
 `AudioPatchEmbed`, `Block`, `Attention`) and `dasheng/pretrained/pretrained.py` (`Dasheng.forward`,
 `forward_spectrogram`, `forward_features`, `_to_mask`): plain tensor maths on the raw official state dict
-(official key names), sharing no code with probekit or torchaudio's transforms:
+(official key names); the forward shares no code with probekit or torchaudio (only `official_state_dict`
+takes the front_end buffers from torchaudio, as the official module holds them):
 
 - frontend (with the module's loaded window / filterbank buffers): reflect-padded frames of 512 samples
   every 160, periodic Hann, |rfft|^2, an HTK mel filterbank (64 bands, 0-8 kHz, no norm; also built here),
