@@ -45,19 +45,25 @@ def _sized(names):
     return [pytest.param(n, marks=pytest.mark.slow) if backbone_card(n).params > 100e6 else n for n in names]
 
 
+# Families whose encoder reads other features than the audio ViTs' (B, 1, frames, 128):
+# family -> (bins, grid of 160 frames, valid_rows of valid frames [160, 70]). Time-only grids are (T, 1).
+_ENCODE_PROBE = {"dasheng": (64, (40, 1), [39, 17])}  # 4 frames a token; official mask (v - 1) // 4
+
+
 @pytest.mark.parametrize("name", _sized(list_backbones()))
 def test_every_backbone_forward_shapes_finite_deterministic(built, name):
     bb = built(name)
     card = backbone_card(name)
     assert (bb.num_layers, bb.embed_dim, bb.num_heads) == (card.num_layers, card.embed_dim, card.num_heads)
-    feats = torch.randn(2, 1, 160, 128, generator=torch.Generator().manual_seed(1))
+    bins, grid, rows = _ENCODE_PROBE.get(card.family, (128, (10, 8), [10, 5]))
+    feats = torch.randn(2, 1, 160, bins, generator=torch.Generator().manual_seed(1))
     valid = torch.tensor([160, 70])
     a = bb.encode(feats, valid)
     assert isinstance(a, LayerTokens)
-    assert a.grid == (10, 8)
-    assert a.patch.shape == (2, bb.num_layers, 80, bb.embed_dim) and a.patch.dtype == torch.float32
+    assert a.grid == grid
+    assert a.patch.shape == (2, bb.num_layers, grid[0] * grid[1], bb.embed_dim) and a.patch.dtype == torch.float32
     assert a.cls.shape == (2, bb.num_layers, bb.embed_dim) and a.cls.dtype == torch.float32
-    assert a.valid_rows.tolist() == [10, 5] and a.valid_rows.dtype == torch.int64
+    assert a.valid_rows.tolist() == rows and a.valid_rows.dtype == torch.int64
     assert torch.isfinite(a.patch).all() and torch.isfinite(a.cls).all()
     b = bb.encode(feats, valid)
     assert torch.equal(a.patch, b.patch) and torch.equal(a.cls, b.cls)
