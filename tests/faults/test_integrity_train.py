@@ -37,7 +37,7 @@ def test_layer_sweep_block_is_chosen_on_validation_not_test():
     # Test: block 1 is pure noise and block 2 still informative. The test-argmax is block 2; a
     # validation choice must pick block 1 and report its (poor) test score. Base: `best_layer` was
     # the test argmax (1) and the reported accuracy max(curve).
-    from probekit.api import _seed_run
+    from probekit._evaluate import _seed_run
 
     train = _tokens(400, block0_informative=True, block1_noise=2.5, seed=0)
     test = _tokens(200, block0_informative=False, block1_noise=2.5, seed=1)
@@ -55,7 +55,7 @@ def test_layer_sweep_block_is_chosen_on_validation_not_test():
 def test_layer_sweep_under_cv_chooses_per_fold_on_training_folds():
     # Cross-validation used the fold-mean test curve's argmax as `best_layer` (base). Now each fold
     # chooses its block on a held-out part of its training folds.
-    from probekit.api import _seed_run
+    from probekit._evaluate import _seed_run
 
     folds = np.repeat([1, 2], 150)
     data = _tokens(300, block0_informative=True, block1_noise=2.5, seed=2, folds=folds)
