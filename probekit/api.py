@@ -313,9 +313,15 @@ def check_settings(probes: Sequence[str], o) -> None:
     if "steps" in overrides and "epochs" not in overrides:
         overrides["epochs"] = None
     TrainConfig().replace(**overrides).validate()  # lr="abc" is refused now, not mid-training
-    space = dict((o.tune.options or {}).get("space") or {}) if o.tune is not None else {}
-    if space:
-        for cls in classes:
+    if o.tune is not None:  # the space `probekit.tune` would search, resolved and checked now
+        from probekit.tune.plan import search_space
+
+        opts = dict(o.tune.options or {})
+        per_probe = probe_hparams(o.train.hparams, probes)
+        fixed = {k: v for k, v in overrides.items() if k not in ("device", "epochs")}
+        for name, cls in zip(probes, classes):
+            space = search_space(cls, name, per_probe[name], fixed, opts.get("space"), opts.get("space_file"),
+                                 opts.get("only"))
             check_search_space(cls, space)
 
 
