@@ -32,6 +32,8 @@ class TrainOptions:
     hparams: probe hyperparameters, flat for every probe or {probe: {...}}.
     overrides: TrainConfig fields to change (e.g. {"steps": 300, "lr": 3e-4}).
     test_split: evaluate on this split (default "test").
+    allow_partial_test: score the test clips that were extracted when some failed (the record's `clips`
+        and notes say how many); without it such a run is refused before training.
     """
 
     protocol: str | None = None
@@ -39,6 +41,7 @@ class TrainOptions:
     hparams: Mapping[str, Any] | None = None
     overrides: Mapping[str, Any] | None = None
     test_split: str | None = None
+    allow_partial_test: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class TuneOptions:
 _BACKBONE_KEYS = frozenset({"checkpoint", "seed", "trust_checkpoint", "use_ema", "num_heads", "chunk_rows", "name",
                             "adapt"})
 _TRAIN_KEYS = {"protocol": "protocol", "seeds": "seeds", "hparams": "hparams", "train_overrides": "overrides",
-               "test_split": "test_split"}
+               "test_split": "test_split", "allow_partial_test": "allow_partial_test"}
 _TUNE_KEYS = {"trials": "trials", "tune_options": "options"}
 
 
@@ -100,6 +103,7 @@ class Prepared:
     extract_s: float  # seconds spent extracting now (0 when the cache was reused or online)
     reused: bool
     online: bool = False
+    planned: Any = None  # a cache.planning.DryRun when a dry run found no cache (tokens is then None)
 
 
 def plan_split(bb, ds, split: str, o: EvalOptions, online: bool):
@@ -111,8 +115,11 @@ def plan_split(bb, ds, split: str, o: EvalOptions, online: bool):
     return plan(bb, ds, split, tokens, o.run)
 
 
-def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str], bool] | None) -> Prepared:
-    """The tokens of plan `p`: live, from its finished cache, or extracted now (after `confirm`)."""
+def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str], bool] | None,
+                    dry_run: bool = False) -> Prepared:
+    """The tokens of plan `p`: live, from its finished cache, or extracted now (after `confirm`).
+
+    With `dry_run` a missing cache is planned, not extracted: `planned` holds its projected size."""
     from probekit.cache.extraction import run_extraction
     from probekit.cache.keys import key_digest
     from probekit.cache.reader import CacheReader, open_cache
@@ -128,6 +135,10 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
         return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
     except CacheError as missing:
         reason = str(missing)
+    if dry_run:
+        from probekit.cache.extraction import dry_run_of
+
+        return Prepared(None, bb, ds, split, key_digest(p.key), Path(p.path), 0.0, False, planned=dry_run_of(p, run))
     if confirm is not None:
         msg = (f"No finished token cache of {bb.name} on {ds.name}/{split} ({len(p.clips)} clips). "
                "Extract it now?")
@@ -235,6 +246,47 @@ def _seed_run(res, probe_name: str, seed: int) -> tuple[SeedRun, list[str]]:
     return run, dropped
 
 
+F1_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def val_threshold_f1(res, train, test, val, proto, seed: int):
+    """Multi-label F1 at the one threshold that maximises micro-F1 on validation data (the official
+    validation split, else the protocol's held-out part of train), applied to the test scores.
+
+    A fixed 0.5 leaves F1 at 0 for a probe whose scores are well ranked (mAP 28) but never reach 0.5.
+    Returns (metrics, per-class F1, extras) or None (multi-class, cross-validation, several heads)."""
+    from sklearn.metrics import f1_score
+
+    from probekit.train import holdout_split
+    from probekit.train.fit import predict
+
+    if test is None or not test.multilabel or res.scores is None or np.ndim(res.scores) != 2 or res.fold_metrics:
+        return None
+    if val is not None:
+        vdata, vidx, where = val, None, "the official validation split"
+    else:
+        frac = float(res.val_fraction if res.val_fraction is not None else proto.val_fraction)
+        _, vidx = holdout_split(train.labels, multilabel=True, fraction=frac, seed=seed)
+        vdata = train
+        where = f"holdout {frac:.0%} of train (seed {seed})"
+        if res.val_source != "holdout":
+            where += ", clips the probe also trained on"
+    if vidx is not None and not len(vidx):
+        return None
+    vs = predict(res.probe, vdata, vidx, batch_size=res.config.eval_batch_size, amp=res.config.amp)
+    vy = np.asarray(vdata.labels if vidx is None else vdata.labels[vidx]) > 0
+    f1s = [f1_score(vy, vs >= t, average="micro", zero_division=0) for t in F1_THRESHOLDS]
+    t = float(F1_THRESHOLDS[int(np.argmax(f1s))])  # the first (lowest) on ties
+    y, pred = np.asarray(test.labels) > 0, np.asarray(res.scores) >= t
+    metrics = {"f1_macro": float(f1_score(y, pred, average="macro", zero_division=0) * 100),
+               "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0) * 100)}
+    per_class = (np.asarray(f1_score(y, pred, average=None, zero_division=0)) * 100).tolist()
+    old = res.metrics.metrics
+    extras = {"f1_threshold": t, "f1_threshold_chosen_on": where,
+              "f1_at_0.5": {k: float(old[k]) for k in ("f1_macro", "f1_micro") if k in old}}
+    return metrics, [float(x) for x in per_class], extras
+
+
 def backbone_ref(bb) -> BackboneRef:
     card = bb.card
     sha = bb.checkpoint_sha256
@@ -250,16 +302,158 @@ def backbone_ref(bb) -> BackboneRef:
     )
 
 
-def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, *, online, confirm, results_dir):
-    """(probe, record) for each probe on one dataset; every split is planned once."""
+def clip_counts(prepared: Mapping[str, Prepared]) -> dict[str, dict[str, Any]]:
+    """Per split: clips scored (readable tokens), failed (extraction failed) and the first failed ids.
+    Online tokens fail loudly on a bad clip, so what they hold was all scored."""
+    out = {}
+    for split, p in prepared.items():
+        t = p.tokens
+        if t is None:  # a dry run: the cache is planned, not made
+            out[split] = {"scored": int(p.planned.clips), "failed": 0, "ids": []}
+            continue
+        fc = t.failed_counts() if callable(getattr(t, "failed_counts", None)) else None
+        failed = int(fc["failed"]) if fc else 0
+        out[split] = {"scored": int(t.num_clips), "failed": failed, "ids": list(fc["ids"]) if fc else []}
+    return out
+
+
+def check_clips(dataset: str, counts: Mapping[str, Mapping[str, Any]], scored_split: str,
+                allow_partial: bool) -> list[str]:
+    """Notes on failed clips; refuses (CacheError, before training) a test split with failed clips unless
+    `allow_partial`, and always one with no clip left to score."""
+    notes = []
+    for split, c in counts.items():
+        if not c["failed"]:
+            continue
+        total = c["scored"] + c["failed"]
+        what = (f"{dataset}/{split}: {c['failed']} of {total} clips failed to extract "
+                f"(first: {', '.join(c['ids'][:3]) or '?'})")
+        if split != scored_split:
+            notes.append(f"{what}; trained on the other {c['scored']}")
+        elif not c["scored"]:
+            raise CacheError(f"{what}: no clip of split {split!r} of {dataset} is left to score",
+                             hint="fix the files, then rerun `probekit extract` (it retries failed clips)")
+        elif not allow_partial:
+            raise CacheError(f"{what}: the score would cover only the other {c['scored']}",
+                             hint="fix the files and rerun `probekit extract` (it retries failed clips), or pass "
+                             "--allow-partial-test (allow_partial_test=True) to score the clips that remain")
+        else:
+            notes.append(f"partial test set: {what}; scored on the other {c['scored']} (allow_partial_test)")
+    return notes
+
+
+def _train_config(proto, overrides: Mapping[str, Any]):
+    return proto.train.replace(**overrides)
+
+
+def prototype_warning(probe_name: str, hparams: Mapping[str, Any], train_clips: int, num_classes: int) -> str | None:
+    """CGP/Protobin keep the BAT paper's K=10,000 prototypes by default; say so when K dwarfs the data."""
+    from probekit.probes import get_probe_class
+
+    cls = get_probe_class(probe_name)
+    if "prototypes" not in cls.hparam_names():
+        return None
+    k = int(hparams.get("prototypes", cls.hparam_defaults()["prototypes"]))
+    if int(hparams.get("prototypes_per_class", 0) or 0) > 0:
+        k = int(hparams["prototypes_per_class"]) * num_classes
+    if k <= train_clips:
+        return None
+    return (f"{probe_name}: K={k:,} prototypes for {train_clips:,} training clips (the default is the BAT paper's "
+            f"AudioSet setting, 10,000 prototypes); for data this small try --prototypes "
+            f"{max(16, train_clips // 4)} (hparams={{'prototypes': ...}})")
+
+
+def estimate_fit(probe_name, train, proto, hparams, overrides, *, warmup_steps: int = 5) -> dict[str, Any]:
+    """Steps of one fit and seconds per step from a short timed warm-up: a few real steps of the probe on
+    the real tokens (an estimate: data loading, evaluation and caches change the real figure)."""
+    import torch
+
+    from probekit.probes import make_probe
+    from probekit.train import fit
+
+    config = _train_config(proto, overrides)
+    total, _, per_epoch = config.schedule(train.num_clips)
+    n = max(1, min(warmup_steps, total))
+    probe = make_probe(probe_name, num_layers=train.num_layers, embed_dim=train.embed_dim,
+                       num_classes=train.num_classes, num_heads=getattr(train, "num_heads", None), seed=0,
+                       **hparams)
+    cfg = config.replace(steps=n + 1, epochs=None, selection="last", eval_every=None, warmup_steps=0,
+                         warmup_fraction=None)
+    cuda = torch.cuda.is_available() and str(cfg.device) != "cpu"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    fit(probe, train, config=cfg.replace(steps=1), progress=False)  # first step: lazy setup, not timed
+    t1 = time.perf_counter()
+    fit(probe, train, config=cfg.replace(steps=n), progress=False)
+    per_step = (time.perf_counter() - t1) / n
+    peak = int(torch.cuda.max_memory_allocated()) if cuda else None
+    return {"steps": int(total), "batch_size": int(config.batch_size), "per_step_s": per_step,
+            "setup_s": max(0.0, (t1 - t0) - per_step), "peak_bytes": peak, "warmup_steps": n}
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def plan_lines(bb, spec, proto, probe_name, counts, prepared, est, n_seeds: int, trials: int | None,
+               warning: str | None) -> list[str]:
+    """The plan of one (probe, dataset) run in words: clips per split, steps, an estimated time, memory."""
+    lines = [f"plan: {probe_name} on {bb.name} / {spec.name} (protocol {proto.name})"]
+    lines.append("  clips: " + ", ".join(f"{s} {c['scored']}" + (f" ({c['failed']} failed)" if c["failed"] else "")
+                                        for s, c in counts.items()))
+    for s, p in prepared.items():
+        if p.planned is not None:
+            d = p.planned
+            lines.append(f"  {s}: no token cache yet; extraction planned: {d.clips} clips, projected "
+                         f"{_human(d.needed)} at {d.path} ({_human(d.free)} free)")
+    if est is not None:
+        fits = n_seeds + (trials or 0)
+        total = est["setup_s"] + est["per_step_s"] * est["steps"]
+        lines.append(f"  steps: {est['steps']} per fit (batch {est['batch_size']}), {fits} fit(s)"
+                     + (f" ({trials} tuning trials + {n_seeds} seed(s))" if trials else ""))
+        lines.append(f"  estimated training time: ~{_seconds(total * fits)} (an estimate, from a timed warm-up "
+                     f"of {est['warmup_steps']} real steps: {est['per_step_s'] * 1000:.1f} ms/step)")
+        if est["peak_bytes"]:
+            lines.append(f"  peak GPU memory in the warm-up: {_human(est['peak_bytes'])}")
+    elif any(p.planned is not None for p in prepared.values()):
+        lines.append("  training time: estimated once the tokens exist (extract first, or run without --dry-run)")
+    if warning:
+        lines.append(f"  warning: {warning}")
+    return lines
+
+
+def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, *, online, confirm, results_dir,
+                     log: Callable[[str], None] | None = None, dry_run: bool = False, plans: list | None = None):
+    """(probe, record) for each probe on one dataset; every split is planned once.
+
+    Before any training: failed clips are counted (a test split with failed clips is refused unless
+    `allow_partial_test`), class coverage is checked (warnings, kept in the notes) and, with `log` or
+    `dry_run`, the plan (clips, steps, an estimated time) is given to `log` / appended to `plans`."""
+    import warnings
+
     spec = ds.spec
     proto = protocol_for(o.train.protocol, spec)
     train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)
-    prepared = {s: prepare_planned(plan_split(bb, ds, s, o, online), o.run, online=online, confirm=confirm)
+    prepared = {s: prepare_planned(plan_split(bb, ds, s, o, online), o.run, online=online, confirm=confirm,
+                                   dry_run=dry_run)
                 for s in (train_split, test_split_, val_split) if s}
+    record_split = test_split_ or train_split  # cv protocols score every fold of one split
+    counts = clip_counts(prepared)
+    clip_notes = check_clips(spec.name, counts, record_split, o.train.allow_partial_test)
+    coverage = ds.class_coverage(train_split, test_split_) if test_split_ else []
+    for msg in [*clip_notes, *coverage]:
+        warnings.warn(msg, UserWarning, stacklevel=3)
     train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
     val = prepared[val_split].tokens if val_split else None
-    record_split = test_split_ or train_split  # cv protocols score every fold of one split
     cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
     timings_extract = sum(p.extract_s for p in prepared.values())
     reused = all(p.reused for p in prepared.values())
@@ -269,6 +463,20 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
         overrides.setdefault("device", o.run.device)
         if "steps" in overrides and "epochs" not in overrides:
             overrides["epochs"] = None  # an explicit step count wins over an epoch-based preset
+        if log is not None or dry_run:
+            warning = prototype_warning(probe_name, per_probe[probe_name], counts[train_split]["scored"],
+                                        spec.num_classes)
+            est = (estimate_fit(probe_name, train, proto, per_probe[probe_name], overrides)
+                   if train is not None else None)
+            lines = plan_lines(bb, spec, proto, probe_name, counts, prepared, est, len(seed_list),
+                               o.tune.trials if o.tune is not None else None, warning)
+            if plans is not None:
+                plans.append(lines)
+            if log is not None:
+                for line in lines:
+                    log(line)
+        if dry_run:
+            continue
         t0 = time.perf_counter()
         if o.tune is not None:
             study = f"{probe_name}-{bb.name}-{spec.name}-{proto.name}"
@@ -293,10 +501,11 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
             hyperparameters=used["hyperparameters"],
             tuning=tuning,
             cache_key=cache_key,
+            clips={s: {"scored": c["scored"], "failed": c["failed"]} for s, c in counts.items()},
             timings=Timings(extract_s=timings_extract, train_s=train_s, eval_s=max(0.0, total - train_s),
                             cache_reused=reused),
             environment=env,
-            notes="; ".join(notes),
+            notes="; ".join([*clip_notes, *coverage, *notes]),
         )
 
 
@@ -311,6 +520,12 @@ def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, 
             raise ConfigError(f"protocol {proto.name!r} produced no test metrics for {probe_name!r}",
                               hint="give a test split, or use a cross-validation protocol")
         run, dropped = _seed_run(res, probe_name, seed)
+        tuned = val_threshold_f1(res, train, test, val, proto, seed)
+        if tuned is not None:  # F1 at a threshold chosen on validation data, never on test
+            metrics, f1_per_class, extras = tuned
+            run = run.model_copy(update={"metrics": {**run.metrics, **metrics},
+                                         "per_class": {**run.per_class, "f1": f1_per_class},
+                                         "extras": {**run.extras, **extras}})
         runs.append(run)
         if dropped:
             notes.append(f"seed {seed}: undefined metrics left out: {', '.join(dropped)}")
@@ -339,7 +554,8 @@ def _tune_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, t
         folder = _results_dir(results_dir) / "studies"
         folder.mkdir(parents=True, exist_ok=True)
         opts["storage"] = f"sqlite:///{(folder / f'{_safe(study)}.db').resolve()}"
-    opts.setdefault("study_name", _safe(study))
+    # no study_name: probekit.tune names it `<probe>-<protocol>-<digest of its study key>` (weights, data,
+    # search space, ...), so a changed input starts a new study instead of joining an old one
     fixed_train = {k: v for k, v in overrides.items() if k != "device"}
     result = tune_fn(probe_name, train, val=val, test=None, protocol=proto.name, hparams=hparams,
                      train_overrides=fixed_train, n_trials=trials, seeds=0, progress=progress, **opts)

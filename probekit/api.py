@@ -160,6 +160,7 @@ class Results:
 
     records: list[ResultRecord] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    plans: list[list[str]] = field(default_factory=list)  # the plan of each run, in words (log / dry_run)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -168,15 +169,16 @@ class Results:
         return iter(self.records)
 
     def to_dataframe(self):
-        """One row per record: backbone, dataset, split, probe, protocol, metric, mean, std, n, CI, seconds."""
+        """One row per record, the answer first: backbone, dataset, probe, score (the mean over seeds of the
+        record's metric), metric; then split, protocol, mean, std, n, CI, per-seed scores, seconds."""
         import pandas as pd
 
         rows = []
         for r in self.records:
             st = r.aggregate[r.metric]
             rows.append(dict(
-                backbone=r.backbone.label, dataset=r.dataset, split=r.split, probe=r.probe, protocol=r.protocol,
-                metric=r.metric, mean=st.mean, std=st.std, n=st.n, ci_low=st.ci_low, ci_high=st.ci_high,
+                backbone=r.backbone.label, dataset=r.dataset, probe=r.probe, score=st.mean, metric=r.metric,
+                split=r.split, protocol=r.protocol, mean=st.mean, std=st.std, n=st.n, ci_low=st.ci_low, ci_high=st.ci_high,
                 seeds=[s.metrics[r.metric] for s in r.seeds], train_s=r.timings.train_s,
                 extract_s=r.timings.extract_s, source=r.source,
             ))
@@ -233,6 +235,8 @@ def evaluate(
     results_dir: str | Path | None = None,
     data_root: str | Path | None = None,
     write: bool = True,
+    dry_run: bool = False,
+    log: Callable[[str], None] | None = None,
     **options,
 ) -> Results:
     """Probe a model's frozen tokens on datasets and record the results.
@@ -255,6 +259,10 @@ def evaluate(
         confirm: asked before extracting a missing cache; returning False aborts.
         results_dir, data_root: where records and data live (defaults: env/platform).
         write: write the records to `results_dir`.
+        dry_run: plan only: resolve every split (a missing cache is planned with its projected size, not
+            extracted), time a short warm-up on existing tokens, and return `Results.plans`; no records.
+        log: called with each line of the plan (clips per split, steps, an estimated training time, peak
+            memory, warnings) before training starts; None prints nothing (warnings still go to `warnings`).
         **options: the 0.1 flat keywords (seeds=, hparams=, train_overrides=, protocol=, test_split=,
             trials=, tune_options=, layers=, dtype=, cache_dir=, device=, batch_size=, workers=, progress=,
             checkpoint=, trust_checkpoint=, name=, adapt=, ...), mapped onto the objects above.
@@ -263,17 +271,20 @@ def evaluate(
         Results with `.records`, `.to_dataframe()`, `.leaderboard()`, `.plot_gates()`.
     """
     o = collect_options(options, tokens=tokens, run=run, backbone_options=backbone_options, train=train, tune=tune,
-                 where="evaluate")
+                        where="evaluate")
     datasets = [datasets] if isinstance(datasets, (str, Path)) else list(datasets)
     probes = [probes] if isinstance(probes, str) else list(probes)
     if not datasets or not probes:
         raise ConfigError("evaluate() needs at least one dataset and one probe")
-    from probekit.probes import get_probe_class
-
-    for p in probes:
-        get_probe_class(p)  # unknown names fail before any extraction
+    # everything a user can get wrong is checked before any extraction or training
+    check_settings(probes, o)
     seed_list = parse_seeds(o.train.seeds)
     per_probe = probe_hparams(o.train.hparams, probes)
+    # a manifest's absent files stay listed (as `probekit extract --on-error skip` does): extraction records
+    # them as failed clips, and the failed-clip check below refuses or (allow_partial_test) warns
+    resolved = [resolve_dataset(d, data_root=data_root,
+                                **({"keep_missing": True} if str(d).startswith("manifest:") else {}))
+                if isinstance(d, (str, Path)) else resolve_dataset(d) for d in datasets]
     bb = resolve_backbone(model, device=o.run.device, **o.backbone)
     env = capture_environment(device=str(resolve_device(o.run.device)))
     if confirm is not None:  # ask once per call, not once per split
@@ -281,14 +292,37 @@ def evaluate(
         ask = confirm
         confirm = lambda msg: answers.setdefault("ok", bool(ask(msg)))
     out = Results()
-    for ds_name in datasets:
-        ds = resolve_dataset(ds_name, data_root=data_root)
+    for ds in resolved:
         for probe_name, record in evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
-                                                    confirm=confirm, results_dir=results_dir):
+                                                    confirm=confirm, results_dir=results_dir, log=log,
+                                                    dry_run=dry_run, plans=out.plans):
             out.records.append(record)
             if write:
                 out.paths.append(write_record(record, results_dir))
     return out
+
+
+def check_settings(probes: Sequence[str], o) -> None:
+    """Probe names, training settings and tuning search spaces, checked up front (ConfigError naming the key)."""
+    from probekit.probes import get_probe_class
+    from probekit.train import TrainConfig
+    from probekit.train.fit import check_search_space
+
+    classes = [get_probe_class(p) for p in probes]  # unknown names fail before any extraction
+    overrides = dict(o.train.overrides or {})
+    if "steps" in overrides and "epochs" not in overrides:
+        overrides["epochs"] = None
+    TrainConfig().replace(**overrides).validate()  # lr="abc" is refused now, not mid-training
+    if o.tune is not None:  # the space `probekit.tune` would search, resolved and checked now
+        from probekit.tune.plan import search_space
+
+        opts = dict(o.tune.options or {})
+        per_probe = probe_hparams(o.train.hparams, probes)
+        fixed = {k: v for k, v in overrides.items() if k not in ("device", "epochs")}
+        for name, cls in zip(probes, classes):
+            space = search_space(cls, name, per_probe[name], fixed, opts.get("space"), opts.get("space_file"),
+                                 opts.get("only"))
+            check_search_space(cls, space)
 
 
 def record_from_tune(

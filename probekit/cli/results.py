@@ -214,6 +214,8 @@ def probe_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="Extract a missing cache without asking."),
     tune: bool = typer.Option(False, "--tune", help="Search hyperparameters first (Optuna, validation data only)."),
     trials: int = typer.Option(50, "--trials", help="Trials of the --tune search."),
+    allow_partial_test: bool = typer.Option(False, "--allow-partial-test", help="Score the test clips that remain when some failed to extract (the record says how many)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, steps, estimated time, cache size) and exit without training."),
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -225,8 +227,8 @@ def probe_cmd(
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
     from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
-    from probekit.results.leaderboard import leaderboard, to_rich
-    from probekit.results.records import load_records
+    from probekit.results.leaderboard import leaderboard, show
+    from probekit.results.store import load_records
 
     hparams, overrides = split_settings(probe, settings)
     if prototypes is not None:
@@ -235,22 +237,42 @@ def probe_cmd(
         if key is None:
             raise ConfigError(f"--prototypes does not apply to probe {probe!r}", hint="use it with cgp, protobin or proto")
         hparams[key] = prototypes
+    import warnings
+
+    from probekit.cli import err_console
+
     bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint)
-    res = evaluate(
-        bb, datasets=[dataset], probes=[probe],
-        tokens=TokenSpec(layers=layers, dtype=dtype),
-        run=RunOptions(device=device, batch_size=batch_size, cache_dir=cache_dir),
-        train=TrainOptions(protocol=protocol, seeds=seeds, hparams=hparams, overrides=overrides),
-        tune=TuneOptions(trials=trials) if tune else False,
-        online=online, confirm=_confirm(yes), results_dir=results_dir, data_root=data_root,
-    )
+    with warnings.catch_warnings():
+        # failed clips and class coverage are said before training, one 'warning:' line each
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: err_console.print(
+            f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        res = evaluate(
+            bb, datasets=[dataset], probes=[probe],
+            tokens=TokenSpec(layers=layers, dtype=dtype),
+            run=RunOptions(device=device, batch_size=batch_size, cache_dir=cache_dir),
+            train=TrainOptions(protocol=protocol, seeds=seeds, hparams=hparams, overrides=overrides,
+                               allow_partial_test=allow_partial_test),
+            tune=TuneOptions(trials=trials) if tune else False,
+            online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
+            data_root=data_root, dry_run=dry_run, write=not dry_run,
+            log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False),
+        )
+    if dry_run:
+        console.print("dry run: nothing trained, no record written", highlight=False)
+        return
     console.print(run_table(res.records))
     for p in res.paths:
         console.print(f"record: {p}", highlight=False, soft_wrap=True)
     rec = res.records[0]
-    board = leaderboard(load_records(results_dir), dataset=rec.dataset, probe=probe)
+    # the run succeeded: a bad record elsewhere in the results dir is a warning here, never exit 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        board = leaderboard(load_records(results_dir, on_error="warn"), dataset=rec.dataset, probe=probe,
+                            published=True)
+    _warnings_to_stderr(caught)
     if len(board.index) > 1:
-        console.print(to_rich(board, title=f"{probe} on {rec.dataset}: reproduced and reported"))
+        show(board, console, title=f"{probe} on {rec.dataset}: reproduced and reported")
     if probe in ("cgp", "lcgp", "layers"):
         console.print(f"[dim]figure: probekit plot gates --dataset {rec.dataset}"
                       + (f" --results-dir {results_dir}" if results_dir else "") + "[/]", highlight=False)

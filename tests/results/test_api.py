@@ -170,6 +170,10 @@ def test_evaluate_with_tuning(manifest, model, tmp_path):
     assert rec.hyperparameters["train"]["lr"] == pytest.approx(rec.tuning.best_params["lr"])
     assert [s.seed for s in rec.seeds] == [0, 1]
     assert rec.tuning.storage.startswith("sqlite:///") and list((tmp_path / "r" / "studies").glob("*.db"))
+    # the tune package's own study name: its digest changes with the weights, data and search space
+    import re
+
+    assert re.fullmatch(rf"linear-{rec.protocol}-[0-9a-f]{{8}}", rec.tuning.study), rec.tuning.study
 
     # a TuneResult with retrained seeds (what `probekit tune` returns) becomes a record too
     from probekit.api import record_from_tune, resolve_backbone
