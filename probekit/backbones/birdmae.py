@@ -57,7 +57,7 @@ FAMILY = "bird-mae"
 SAMPLE_RATE = 32000
 CITATION = (
     "Rauch, L., Moummad, I., Heinrich, R., Joly, A., Sick, B., Scholz, C. Can Masked Autoencoders Also Listen "
-    "to Birds? arXiv:2504.12880, 2025."
+    "to Birds? Preprint. arXiv 2504.12880, 2025."
 )
 URL = "https://github.com/DBD-research-group/Bird-MAE"
 
