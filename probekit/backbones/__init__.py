@@ -12,6 +12,7 @@ from probekit.backbones.registry import backbone_card, get_backbone, list_backbo
 from probekit.backbones import audiomae  # noqa: E402,F401  isort: skip
 from probekit.backbones import bat  # noqa: E402,F401  isort: skip
 from probekit.backbones import beats  # noqa: E402,F401  isort: skip
+from probekit.backbones import birdmae  # noqa: E402,F401  isort: skip
 from probekit.backbones import dasheng  # noqa: E402,F401  isort: skip
 from probekit.backbones import eat  # noqa: E402,F401  isort: skip
 

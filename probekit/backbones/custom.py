@@ -321,15 +321,15 @@ class CheckResult:
     detail: str
 
 
-def _test_waves(batch: int, seconds: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_waves(batch: int, seconds: float, seed: int, sample_rate: int = 16000) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic speech-like test signal: harmonic chirps with noise, second clip shorter (padded)."""
-    n = int(16000 * seconds)
+    n = int(sample_rate * seconds)
     g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n, dtype=torch.float64) / 16000
+    t = torch.arange(n, dtype=torch.float64) / sample_rate
     waves = []
     for b in range(batch):
         f0 = 120 + 40 * b + 30 * torch.sin(2 * math.pi * 1.5 * t)
-        phase = 2 * math.pi * torch.cumsum(f0, 0) / 16000
+        phase = 2 * math.pi * torch.cumsum(f0, 0) / sample_rate
         w = sum(torch.sin(k * phase) / k for k in range(1, 6)) * 0.2
         waves.append((w + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)).float())
     wave = torch.stack(waves)
@@ -357,12 +357,15 @@ def check_backbone(
     missing = missing_members(backbone)
     if not add("protocol members", not missing, f"missing: {missing}" if missing else "all present"):
         return _finish(results, backbone, raise_on_fail)
-    add("sample_rate == 16000", backbone.sample_rate == 16000, str(backbone.sample_rate))
+    # the cache decodes audio at the backbone's declared rate (16 kHz for most; Bird-MAE 32 kHz)
+    rate = backbone.sample_rate
+    rate_ok = isinstance(rate, int) and not isinstance(rate, bool) and rate > 0
+    add("sample_rate (Hz, positive int)", rate_ok, str(rate))
     sizes_ok = isinstance(backbone.num_layers, int) and backbone.num_layers > 0 and isinstance(backbone.embed_dim, int) and backbone.embed_dim > 0
     add("sizes", sizes_ok, f"L={backbone.num_layers}, D={backbone.embed_dim}, heads={getattr(backbone, 'num_heads', '?')}")
     generated = wave is None
     if generated:
-        wave, lengths = _test_waves(batch, seconds, seed)
+        wave, lengths = _test_waves(batch, seconds, seed, rate if rate_ok else 16000)
     try:
         a = backbone.forward_tokens(wave, lengths)
     except Exception as e:  # noqa: BLE001 - reported as a failed check

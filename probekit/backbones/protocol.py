@@ -83,7 +83,7 @@ class Backbone(Protocol):
     """What extraction, online probing and evaluate() need from a model: every member, always present."""
 
     name: str
-    sample_rate: int  # always 16000 for the audio family
+    sample_rate: int  # Hz of the waves forward_tokens reads; the cache decodes clips at this rate (Bird-MAE: 32000)
     num_layers: int
     embed_dim: int
     num_heads: int  # 0 = unknown (adapted modules)
