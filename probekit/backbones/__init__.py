@@ -10,6 +10,7 @@ from probekit.backbones.registry import backbone_card, get_backbone, list_backbo
 
 # The built-in families (each registers its names and checkpoint formats on import).
 from probekit.backbones import bat, eat  # noqa: E402,F401  isort: skip
+from probekit.backbones import hf  # noqa: E402,F401  isort: skip  (transformers is imported lazily)
 
 __all__ = [
     "Backbone",

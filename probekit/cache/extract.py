@@ -143,12 +143,14 @@ def dataset_frontend(backbone, dataset, clips, style: str | None):
             from probekit.audio.frontends import frontend_for
 
             config = frontend_for(recipe, dataset.spec, style)
-    if config is None:
+    own = config is None
+    if own:
         config = backbone.frontend.config
     if config.target_frames is None:
         from probekit.audio.frontends import make_frontend
 
-        probe = make_frontend(config)
+        # the backbone's own frontend counts its frames (it may not be one of probekit's recipes, e.g. hf:)
+        probe = backbone.frontend if own else make_frontend(config)
         lengths = [n for n in (_clip_samples(c, backbone.sample_rate) for c in clips) if n]
         frames = max((probe.num_frames(n) for n in lengths), default=probe.num_frames(backbone.sample_rate))
         config = dataclasses.replace(config, target_frames=frames)
