@@ -184,7 +184,9 @@ class HFBackbone(BackboneBase):
 
     def __init__(self, model, extractor, *, name: str, source: str, kind: str, weights_sha256: str,
                  weight_files: dict, frontend=None):
-        self.model = model.eval().requires_grad_(False)
+        # frozen by encode's no_grad, not requires_grad_(False): that switches torch's MultiheadAttention
+        # (WavLM) to its fused fast path, 1 ulp away from the model as its users run it
+        self.model = model.eval()
         self.extractor = extractor
         self.name, self.source, self.kind = name, source, kind
         cfg = model.config
