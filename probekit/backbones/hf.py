@@ -303,15 +303,22 @@ def _local_folder(source: str) -> Path:
     if p.exists():
         raise BackboneError(f"hf:{source} is a file, not a model folder",
                             hint="point hf: at the folder holding config.json and the weights")
-    if source.startswith((".", "/", "~")) or source.count("/") > 1 or not source.strip():
-        raise BackboneError(f"hf:{source}: no such folder", hint="give an existing folder or a Hub model id (org/name)")
+    repo, _, revision = source.partition("@")  # org/name[@revision]
+    if source.startswith((".", "/", "~")) or repo.count("/") > 1 or not repo.strip():
+        raise BackboneError(f"hf:{source}: no such folder",
+                            hint="give an existing folder or a Hub model id (org/name[@revision])")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import list_repo_files, snapshot_download
 
-        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
+        try:  # one copy of the weights: safetensors where the repo has them, else the pickled .bin
+            files = list_repo_files(repo, revision=revision or None)
+            weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+        except Exception:  # noqa: BLE001 - offline (HF_HUB_OFFLINE): whatever the local snapshot holds
+            weights = ["*.safetensors", "*.bin"]
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=["*.json", *weights]))
     except Exception as e:  # noqa: BLE001 - network, auth, unknown repo: one user-facing line
-        raise BackboneError(f"hf:{source}: could not fetch from the Hugging Face Hub ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})",
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise BackboneError(f"hf:{source}: could not fetch from the Hugging Face Hub ({type(e).__name__}: {first})",
                             hint="check the model id and the network, or download it and pass the folder") from None
 
 
