@@ -8,9 +8,10 @@ What probekit reads, exactly as the model's own pipeline makes it:
 - features: the folder's own feature extractor (`AutoFeatureExtractor`), called on the list of clips as
   `fe(clips, sampling_rate=16000, return_tensors="pt"[, padding=...])`; 16 kHz.
 - tokens: `model(**features, output_hidden_states=True).hidden_states[1:]` (blocks 1..L, the embedding
-  output [0] left out). Quirk kept: in the pre-LN encoders (wav2vec 2.0 / WavLM "stable layer norm"
-  variants, HuBERT large, Whisper) transformers appends the LAST hidden state after the encoder's final
-  LayerNorm, so block L is normalised and blocks 1..L-1 are not.
+  output [0] left out), exactly as the installed transformers gives them (its version keys the cache). In
+  transformers 5.24 Whisper's block L comes after the encoder's final LayerNorm (hidden_states[-1] ==
+  last_hidden_state) while blocks 1..L-1 do not; AST's and the wav2vec-style blocks are raw layer outputs
+  (transformers 4.x also put the final LayerNorm on block L of the pre-LN "stable layer norm" encoders).
 - wav2vec-style models: grid (T, 1); the attention mask is passed when the feature extractor returns one
   (`return_attention_mask`; the group-norm base models are run without, as their authors trained them);
   valid_rows = the model's `_get_feat_extract_output_lengths(valid samples)`; no cls token: `cls` = mean of
@@ -22,6 +23,11 @@ What probekit reads, exactly as the model's own pipeline makes it:
   dropped. AST flattens its patch grid frequency-major (n = f * T + t); probekit's tokens are time-major, so
   the patches are reordered to n = t * F + f with grid (T, F). valid_rows = time patches whose first
   fbank frame holds audio.
+
+Lengths: AST and Whisper truncate clips past their extractor's fixed length (max_length fbank frames;
+chunk_length seconds) and always pad to it. wav2vec-style models run at the batch's longest clip; a cache
+store pads every clip to the split's longest (HFFrontendConfig.target_frames), and extractors without an
+attention mask normalise over that padding too, as transformers does.
 
 The cache key names the model (id or absolute folder), the sha256 of every weight file in the folder
 (*.safetensors, *.bin), the model and feature-extractor configs and the transformers version.
