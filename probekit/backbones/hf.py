@@ -312,7 +312,7 @@ def _local_folder(source: str) -> Path:
     repo, _, revision = source.partition("@")  # org/name[@revision]
     if source.startswith((".", "/", "~")) or repo.count("/") > 1 or not repo.strip():
         raise BackboneError(f"hf:{source}: no such folder",
-                            hint="give an existing folder or a Hub model id (org/name[@revision])")
+                            hint="give an existing folder, or a Hub model id: org/name or org/name@revision")
     try:
         from huggingface_hub import list_repo_files, snapshot_download
 

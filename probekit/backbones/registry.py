@@ -149,6 +149,12 @@ def register_backbone_prefix(prefix: str, resolve: Callable[[str, str], Callable
     _PREFIXES[prefix] = resolve
 
 
+def is_prefixed_name(name: str) -> bool:
+    """True for a `prefix:<rest>` name a registered prefix builds (e.g. hf:<folder>)."""
+    head, sep, _ = name.partition(":")
+    return bool(sep) and head in _PREFIXES
+
+
 def _entry(name: str) -> RegisteredBackbone:
     _load_entry_points()
     head, sep, rest = name.partition(":")

@@ -276,6 +276,8 @@ def test_cli_extract_takes_an_hf_folder(folders, fsdd_root, tmp_path, capsys):
     assert main(base) == 0
     assert main([*base, "--checkpoint", str(csv)]) == 2
     assert "weights come from the folder" in capsys.readouterr().err
+    assert main(["check-backbone", f"hf:{folders['hubert']}"]) == 0  # a prefixed name, not module:factory
+    assert f"hf:{folders['hubert']}: all 13 checks passed" in capsys.readouterr().out.replace("\n", "")
 
 
 def test_probekit_works_without_transformers():
