@@ -206,7 +206,7 @@ class HFBackbone(BackboneBase):
         self.card = BackboneCard(
             name=name, family="hf", embed_dim=self.embed_dim, num_layers=self.num_layers, num_heads=self.num_heads,
             frontend="", params=sum(p.numel() for p in model.parameters()), checkpoint_formats=("hf-folder",),
-            url=source if not os.path.isdir(source) else "", notes=_NOTES[kind],
+            url="" if os.path.isdir(source) else f"https://huggingface.co/{source.partition('@')[0]}", notes=_NOTES[kind],
             extra={"model_type": cfg.model_type, "architectures": list(getattr(cfg, "architectures", None) or [])},
         )
 
