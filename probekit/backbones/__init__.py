@@ -15,6 +15,7 @@ from probekit.backbones import beats  # noqa: E402,F401  isort: skip
 from probekit.backbones import birdmae  # noqa: E402,F401  isort: skip
 from probekit.backbones import dasheng  # noqa: E402,F401  isort: skip
 from probekit.backbones import eat  # noqa: E402,F401  isort: skip
+from probekit.backbones import hf  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",

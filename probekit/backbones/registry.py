@@ -29,6 +29,7 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "register_backbone",
+    "register_backbone_prefix",
 ]
 
 ENTRY_POINT_GROUP = "probekit.backbones"
@@ -59,6 +60,8 @@ _REGISTRY: Registry[RegisteredBackbone] = Registry(
     "backbone", BackboneError, hint="`probekit backbones` lists them"
 )
 _state = {"entry_points": False}
+# "prefix:rest" names resolved on demand (e.g. hf:<model folder>): prefix -> resolve(name, rest) -> factory
+_PREFIXES: dict[str, Callable[[str, str], Callable[..., Backbone]]] = {}
 
 
 def register_backbone(fn: Callable | None = None, *, name: str | None = None, card: BackboneCard | None = None):
@@ -141,8 +144,23 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     return _REGISTRY.names(pattern)
 
 
+def register_backbone_prefix(prefix: str, resolve: Callable[[str, str], Callable[..., Backbone]]) -> None:
+    """Names `prefix:<rest>` (not listed) build through `resolve(name, rest)`, which returns a factory."""
+    _PREFIXES[prefix] = resolve
+
+
+def is_prefixed_name(name: str) -> bool:
+    """True for a `prefix:<rest>` name a registered prefix builds (e.g. hf:<folder>)."""
+    head, sep, _ = name.partition(":")
+    return bool(sep) and head in _PREFIXES
+
+
 def _entry(name: str) -> RegisteredBackbone:
     _load_entry_points()
+    head, sep, rest = name.partition(":")
+    if sep and head in _PREFIXES and name not in _REGISTRY:
+        resolve = _PREFIXES[head]
+        return RegisteredBackbone(name, resolve(name, rest), None, source=getattr(resolve, "__module__", head))
     return _REGISTRY.get(name)
 
 

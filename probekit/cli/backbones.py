@@ -123,9 +123,9 @@ def check_backbone_cmd(
 ) -> None:
     """Conformance check of a backbone: shapes, dtypes, no NaN/Inf, determinism, batch independence."""
     from probekit.backbones.custom import check_backbone
-    from probekit.backbones.registry import get_backbone
+    from probekit.backbones.registry import get_backbone, is_prefixed_name
 
-    if ":" in name:  # "package.module:factory" -> a user's factory returning any Backbone (e.g. adapt_module(...))
+    if ":" in name and not is_prefixed_name(name):  # "package.module:factory" -> a user's factory returning any Backbone (e.g. adapt_module(...))
         bb = _load_factory(name)(checkpoint) if checkpoint else _load_factory(name)()
     else:
         bb = get_backbone(
@@ -133,7 +133,7 @@ def check_backbone_cmd(
             allow_nonfinite=allow_nonfinite,
         )
     results = check_backbone(bb, seconds=seconds, raise_on_fail=False)
-    table = Table(title=f"check-backbone {name}" + (f" ({checkpoint})" if checkpoint else " (random init)"))
+    table = Table(title=f"check-backbone {name}" + (f" ({checkpoint})" if checkpoint else " (random init)" if bb.seed is not None else ""))
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail", overflow="fold")
