@@ -120,6 +120,10 @@ class HFFrontend:
     def __init__(self, extractor, config: HFFrontendConfig):
         self.extractor, self.config = extractor, config
 
+    def to(self, device) -> "HFFrontend":
+        """The extractor runs in numpy on the CPU wherever the model is (the Frontend contract's `to`)."""
+        return self
+
     @property
     def num_bins(self) -> int:
         return self.config.num_bins

@@ -170,7 +170,7 @@ def test_every_dasheng_name_has_a_card_file():
 def test_time_only_grid_end_to_end_cache_and_probes(tmp_path, fsdd_root):
     """dasheng-tiny -> FSDD tokens in the cache (grid (T, 1)) -> linear, cgp, protobin and mhca train."""
     from probekit.audio.io import load_audio
-    from probekit.cache.extract import extract, plan
+    from probekit.cache import extract, plan
     from probekit.cache.reader import open_cache
     from probekit.probes import make_probe
     from probekit.tokens import TokenRequest

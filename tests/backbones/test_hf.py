@@ -228,7 +228,7 @@ def test_hf_names_are_not_listed_and_errors_name_the_folder(folders, tmp_path):
 def test_extract_fsdd_and_train_linear_and_cgp(folders, fsdd_root, tmp_path):
     """End to end on a tiny wav2vec 2.0: FSDD into the cache (each clip padded to the split's longest),
     the stored tokens equal the backbone's, and linear + cgp probes train from the store."""
-    from probekit.cache.extract import extract
+    from probekit.cache import extract
     from probekit.cache.reader import open_cache
     from probekit.datasets import get_dataset
     from probekit.datasets.base import Dataset

@@ -88,7 +88,7 @@ def test_same_size_rewrite_changes_the_fingerprint(folder, monkeypatch, mode):
 def test_same_size_rewrite_gives_another_store(folder, tmp_path):
     """The red team's #37 end to end: the store key (hence the store) changes with the audio."""
     from probekit.backbones import get_backbone
-    from probekit.cache.extract import plan
+    from probekit.cache import plan
 
     csv = folder / "m.csv"
     csv.write_text(GOOD)
@@ -278,7 +278,7 @@ def test_one_hz_header_is_refused_per_clip_and_does_not_inflate_the_split(folder
     csv = folder / "m.csv"
     csv.write_text(GOOD + "clips/rate_1hz.wav,d0,train\n")
     from probekit.backbones import get_backbone
-    from probekit.cache.extract import dataset_frontend
+    from probekit.cache.planning import dataset_frontend
 
     ds = get_dataset(f"manifest:{csv}")
     bb = get_backbone("bat-tiny")
