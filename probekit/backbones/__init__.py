@@ -9,7 +9,7 @@ from probekit.backbones.protocol import Backbone, BackboneBase, BackboneCard, La
 from probekit.backbones.registry import backbone_card, get_backbone, list_backbones, register_backbone
 
 # The built-in families (each registers its names and checkpoint formats on import).
-from probekit.backbones import bat, eat  # noqa: E402,F401  isort: skip
+from probekit.backbones import bat, eat, melpatch  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",
