@@ -51,13 +51,17 @@ def resolve_backbone(
     trust_checkpoint: bool = False,
     name: str | None = None,
     adapt: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
 ):
     """A Backbone from a registered name, a Backbone object, or any torch module.
 
     Args:
         model: registry name ("bat", "eat", ...), an object satisfying `probekit.backbones.Backbone`, or a
             `torch.nn.Module` (adapted with `probekit.backbones.custom.adapt_module(model, **adapt)`).
-        checkpoint: weights file for a registered name (None: random init with `seed`).
+        checkpoint: weights for a registered name: an alias of `weights` (evaluate/prepare pass any
+            `weights` value through it: "random", a path, "hf:owner/repo", an https URL).
+        weights: "pretrained" (default where the name has published weights), "random" (with `seed`), a path,
+            "hf:owner/repo[@rev][/file]" or an https URL (probekit.backbones.weights).
         name: the name of an adapted module in tables and caches (default: its class name, lowercased).
         adapt: keyword arguments of `adapt_module` (blocks, frontend, input, cls, freq_patches, ...).
     """
@@ -66,8 +70,9 @@ def resolve_backbone(
     if isinstance(model, str):
         from probekit.backbones import get_backbone
 
-        return get_backbone(model, checkpoint, seed=seed, device=device, trust_checkpoint=trust_checkpoint)
-    if checkpoint is not None:
+        return get_backbone(model, checkpoint, seed=seed, device=device, trust_checkpoint=trust_checkpoint,
+                            weights=weights)
+    if checkpoint is not None or weights is not None:
         raise ConfigError("checkpoint= applies to registered backbone names only",
                           hint="load the weights into your module first, or pass the backbone's name")
     from probekit.backbones.protocol import is_backbone, missing_members

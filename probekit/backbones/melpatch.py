@@ -40,6 +40,7 @@ class MelPatchBackbone(BackboneBase):
 
     def __init__(self, *, frontend=None):
         self.card = CARD
+        self.model = torch.nn.Identity().eval()  # nothing learnt: no parameters
         self._frontend_spec = frontend
         self._device = torch.device("cpu")
 

@@ -56,6 +56,9 @@ __all__ = [
     "weights_key",
 ]
 
+#: The --weights help text every command shares.
+WEIGHTS_HELP = ("pretrained (default: the name's official weights, downloaded once and verified), random (seeded "
+                "floor), a path, hf:owner/repo[@rev][/file] or an https URL.")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HF_SPEC = re.compile(r"^hf:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?(?:/(?P<file>.+))?$")
 DEFAULT_HF_FILE = "model.safetensors"

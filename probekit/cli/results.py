@@ -218,7 +218,10 @@ def probe_cmd(
     probe: str = typer.Argument(..., help=f"Probe to train: {', '.join(PROBE_CHOICES)} (or any registered probe)."),
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone (`probekit backbones`)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name or manifest:PATH.csv."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: random init)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (alias of --weights PATH)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:owner/repo[@rev][/file] or a URL."
+    ),
     protocol: str | None = typer.Option(None, "--protocol", help="Training preset (default: the dataset's)."),
     prototypes: int | None = typer.Option(None, "--prototypes", "-k", help="Prototypes (cgp, protobin) or per class (proto)."),
     seeds: int = typer.Option(1, "--seeds", help="Train with seeds 0..N-1; the record keeps each and mean/std/CI."),
@@ -256,7 +259,8 @@ def probe_cmd(
         if key is None:
             raise ConfigError(f"--prototypes does not apply to probe {probe!r}", hint="use it with cgp, protobin or proto")
         hparams[key] = prototypes
-    bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint)
+    bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint,
+                          weights=weights)
     res = evaluate(
         bb, datasets=[dataset], probes=[probe], protocol=protocol, seeds=seeds, hparams=hparams,
         train_overrides=overrides, cache_dir=cache_dir, results_dir=results_dir, data_root=data_root,
