@@ -17,6 +17,7 @@ import torch
 from probekit.backbones._frontend import frontend_config_dict
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
+from probekit.backbones.weights import register_no_weights
 from probekit.errors import BackboneError
 
 __all__ = ["PATCH", "MelPatchBackbone"]
@@ -99,3 +100,6 @@ def build_melpatch(checkpoint=None, **options) -> MelPatchBackbone:
     from probekit._device import resolve_device
 
     return MelPatchBackbone(frontend=o["frontend"]).to(resolve_device(o["device"]))
+
+
+register_no_weights("melpatch")

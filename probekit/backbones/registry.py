@@ -207,7 +207,7 @@ def get_backbone(
     from probekit.backbones.weights import converter, resolve_weights, safe_load_path
 
     resolved = resolve_weights(name, weights, checkpoint=checkpoint, progress=progress)
-    if resolved.kind == "random":
+    if resolved.kind in ("random", "none"):
         bb = entry.factory(**passed)
     else:
         if not use_ema:  # a converted copy holds one encoder: EMA files are read as they are
@@ -220,7 +220,7 @@ def get_backbone(
                             hint="derive from probekit.backbones.protocol.BackboneBase for defaults")
     if resolved.sha256 and getattr(bb, "checkpoint_sha256", None) and resolved.load_path is not None:
         bb.checkpoint_sha256 = resolved.sha256  # the file as published names the weights, not our converted copy
-    elif resolved.kind != "random" and resolved.sha256 is None:
+    elif resolved.kind not in ("random", "none") and resolved.sha256 is None:
         resolved = dataclasses.replace(resolved, sha256=getattr(bb, "checkpoint_sha256", None))
     try:
         bb.weights = resolved  # provenance: records and cache keys name source, revision and sha256

@@ -49,6 +49,7 @@ __all__ = [
     "list_weights",
     "published_weights",
     "register_converter",
+    "register_no_weights",
     "register_weights",
     "resolve_weights",
     "safe_load_path",
@@ -132,6 +133,14 @@ def register_weights(entry: PublishedWeights) -> PublishedWeights:
     """Declare the official weights of a registered name (family modules call this on import)."""
     _WEIGHTS[entry.name] = entry
     return entry
+
+
+_NO_WEIGHTS: set[str] = set()
+
+
+def register_no_weights(name: str) -> None:
+    """Declare a name that has no weights at all (the melpatch floor): any `weights=` but random is refused."""
+    _NO_WEIGHTS.add(name)
 
 
 def published_weights(name: str) -> PublishedWeights | None:
@@ -224,9 +233,6 @@ def _hub_fetch(repo: str, revision: str | None, filename: str, *, expected: str 
     except hf_errors.RepositoryNotFoundError:
         raise CheckpointError(f"{source}: repository {repo} not found (or private) on {endpoint}",
                               hint="check the name; private repos need HF_TOKEN") from None
-    except hf_errors.EntryNotFoundError:
-        raise CheckpointError(f"{source}: {page} has no file {filename!r}",
-                              hint=f"name the file: hf:{repo}/<file>") from None
     except hf_errors.LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else f"{endpoint} cannot be reached"
         raise CheckpointError(
@@ -234,6 +240,9 @@ def _hub_fetch(repo: str, revision: str | None, filename: str, *, expected: str 
             hint=f"on a connected machine run `hf download {repo} {filename}` and copy the HF cache, or download "
             f"{page}/resolve/{revision or 'main'}/{filename} and pass it with --weights PATH",
         ) from None
+    except hf_errors.EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass
+        raise CheckpointError(f"{source}: {page} has no file {filename!r}",
+                              hint=f"name the file: hf:{repo}/<file>") from None
     except hf_errors.HfHubHTTPError as e:
         raise CheckpointError(f"{source}: download failed ({str(e).splitlines()[0]})") from None
     except OSError as e:
@@ -370,6 +379,11 @@ def resolve_weights(name: str, weights=None, *, checkpoint=None, progress: bool 
             raise BackboneError(f"backbone {name!r}: both checkpoint={checkpoint!s} and weights={weights!s} given",
                                 hint="--checkpoint PATH is an alias of --weights PATH: pass one")
         weights = checkpoint
+    if name in _NO_WEIGHTS:
+        if weights not in (None, "random", "none"):
+            raise BackboneError(f"{name} has no weights (got weights={weights!s})",
+                                hint=f"drop --weights/--checkpoint for the {name} floor")
+        return ResolvedWeights("none")
     entry = published_weights(name)
     if weights is None:
         weights = "pretrained" if entry is not None else "random"
