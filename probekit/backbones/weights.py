@@ -220,6 +220,10 @@ def _hub_fetch(repo: str, revision: str | None, filename: str, *, expected: str 
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     page = f"{endpoint}/{repo}"
     offline = _offline()
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; follow the environment as it is now
+    from huggingface_hub import constants as hf_constants
+
+    hf_constants.HF_HUB_OFFLINE = offline
     try:
         path = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=_hf_cache_dir(),
                                     endpoint=endpoint, local_files_only=offline))
