@@ -57,9 +57,6 @@ __all__ = [
     "weights_key",
 ]
 
-#: The --weights help text every command shares.
-WEIGHTS_HELP = ("pretrained (default: the name's official weights, downloaded once and verified), random (seeded "
-                "floor), a path, hf:owner/repo[@rev][/file] or an https URL.")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HF_SPEC = re.compile(r"^hf:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?(?:/(?P<file>.+))?$")
 DEFAULT_HF_FILE = "model.safetensors"
@@ -366,7 +363,7 @@ def _fetch_source(src: str, *, expected: str | None, progress: bool) -> Resolved
     if src.startswith("hf:"):
         m = _HF_SPEC.match(src)
         if not m:
-            raise BackboneError(f"weights {src!r}: expected hf:owner/repo[@revision][/file]")
+            raise BackboneError(f"weights {src!r}: expected hf:owner/repo, hf:owner/repo/file or hf:owner/repo@revision/file")
         return _hub_fetch(m["repo"], m["rev"], m["file"] or DEFAULT_HF_FILE, expected=expected)
     if src.startswith(("https://", "http://")):
         return _url_fetch(src, expected=expected, progress=progress)
@@ -422,7 +419,7 @@ def resolve_weights(name: str, weights=None, *, checkpoint=None, progress: bool 
     path = Path(weights).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found",
-                              hint="--weights takes pretrained, random, a path, hf:owner/repo[@rev][/file] or an "
+                              hint="--weights takes pretrained, random, a path, hf:owner/repo(@rev)(/file) or an "
                               "https URL")
     return ResolvedWeights("file", path, str(path), None, None)
 

@@ -113,7 +113,7 @@ def check_backbone_cmd(
     ),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (alias of --weights PATH)."),
     weights: str | None = typer.Option(
-        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:owner/repo[@rev][/file] or a URL."
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
     ),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling of the checkpoint."),
     use_ema: bool = typer.Option(False, "--use-ema", help="Load the EMA teacher where the file has one."),

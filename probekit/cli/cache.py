@@ -20,7 +20,7 @@ def extract_command(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name, or manifest:PATH.csv."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights file (alias of --weights PATH)."),
     weights: str | None = typer.Option(
-        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:owner/repo[@rev][/file] or a URL."
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
     ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding datasets."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Store root (default $PROBEKIT_CACHE)."),

@@ -220,7 +220,7 @@ def probe_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name or manifest:PATH.csv."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (alias of --weights PATH)."),
     weights: str | None = typer.Option(
-        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:owner/repo[@rev][/file] or a URL."
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
     ),
     protocol: str | None = typer.Option(None, "--protocol", help="Training preset (default: the dataset's)."),
     prototypes: int | None = typer.Option(None, "--prototypes", "-k", help="Prototypes (cgp, protobin) or per class (proto)."),

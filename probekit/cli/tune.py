@@ -84,7 +84,7 @@ def tune_cmd(
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Backbone weights file (alias of --weights PATH)."),
     weights: str | None = typer.Option(
-        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:owner/repo[@rev][/file] or a URL."
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
     ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the datasets."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Token cache folder."),
