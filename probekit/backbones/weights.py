@@ -29,6 +29,7 @@ only with `trust_checkpoint`); the recorded sha256 stays the one of the file as 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -315,7 +316,7 @@ def _download(url: str, dest: Path, *, progress: bool) -> None:
                 while True:
                     try:
                         block = resp.read(1 << 20)
-                    except (OSError, ValueError) as e:  # connection dropped: keep the .part for the next try
+                    except (OSError, ValueError, http.client.HTTPException) as e:  # dropped: keep .part, resume
                         raise CheckpointError(
                             f"{url}: download interrupted after {part.stat().st_size} bytes ({e})",
                             hint="run the command again to resume",
