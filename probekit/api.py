@@ -68,6 +68,7 @@ def resolve_backbone(
     device: str = "auto",
     name: str | None = None,
     adapt: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
     **options,
 ):
     """A Backbone from a registered name, a Backbone object, or any torch module.
@@ -75,7 +76,10 @@ def resolve_backbone(
     Args:
         model: registry name ("bat", "eat", ...), an object satisfying `probekit.backbones.Backbone`, or a
             `torch.nn.Module` (adapted with `probekit.backbones.custom.adapt_module(model, **adapt)`).
-        checkpoint: weights file for a registered name (None: random init with `seed`).
+        checkpoint: weights for a registered name: an alias of `weights` (evaluate/prepare pass any
+            `weights` value through it: "random", a path, "hf:owner/repo", an https URL).
+        weights: "pretrained" (default where the name has published weights), "random" (with `seed`), a path,
+            "hf:owner/repo[@rev][/file]" or an https URL (probekit.backbones.weights).
         device: where the model is built.
         name: the name of an adapted module in tables and caches (default: its class name, lowercased).
         adapt: keyword arguments of `adapt_module` (blocks, frontend, input, cls, freq_patches, ...).
@@ -89,8 +93,8 @@ def resolve_backbone(
     if isinstance(model, str):
         from probekit.backbones import get_backbone
 
-        return get_backbone(model, checkpoint, device=device, **options)
-    if checkpoint is not None:
+        return get_backbone(model, checkpoint, device=device, weights=weights, **options)
+    if checkpoint is not None or weights is not None:
         raise ConfigError("checkpoint= applies to registered backbone names only",
                           hint="load the weights into your module first, or pass the backbone's name")
     if is_backbone(model):  # the one conformance test (static: lazy properties such as `frontend` are not run)

@@ -1,8 +1,9 @@
 """`probekit demo`: the whole product on data shipped with the package, in a few minutes on a CPU.
 
 It probes the BAT that `probekit pretrain --config bat-tiny-fsdd` trained on FSDD's training split
-(weights in probekit/data, card in backbones/bat-tiny-fsdd.md) and the same architecture at random
-initialisation, on a real FSDD subset (probekit/data/fsdd-demo: 600 training clips, the 300 official test
+(weights in probekit/data, card in backbones/bat-tiny-fsdd.md), the same architecture at random
+initialisation, and the `melpatch` floor (the log-mel 16x16 patches themselves, no weights), on a real FSDD
+subset (probekit/data/fsdd-demo: 600 training clips, the 300 official test
 clips; CC BY-SA 4.0): extraction into the token cache, linear / attentive / Protobin / CGP probes and the
 per-layer sweep, result records, the leaderboard and the layer-gate figure (BAT paper, Figure 4).
 
@@ -20,6 +21,10 @@ from probekit.backbones.bat import BAT_TINY_FSDD_WEIGHTS
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "fsdd-demo"
 DEMO_BACKBONE = "bat-tiny-fsdd"
 DEMO_PROBES = ("linear", "mhca", "protobin", "cgp", "layers")
+# The floor row: a model that does not beat the raw log-mel patches has learnt nothing a probe can use.
+# One layer, so no per-layer sweep.
+FLOOR_BACKBONE = "melpatch"
+FLOOR_PROBES = ("linear", "mhca", "protobin", "cgp")
 # Fewer prototypes and steps than the paper's K=10,000 / full protocol: the demo must finish in minutes on
 # two CPU cores; lr 1e-2 because 600 steps at the official 1e-3 leave these probes far from converged on FSDD
 # (measured: CGP 22% -> 32%, linear 16% -> 17%). The FSDD protocol (best validation accuracy on 10% of
@@ -47,6 +52,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo; caches, records and figures go under `out_dir`."""
     from probekit.api import RunOptions, TrainOptions, evaluate
+    from probekit.backbones import get_backbone
     from probekit.datasets import get_dataset
     from probekit.errors import ProbekitError
     from probekit.results.leaderboard import leaderboard, render
@@ -61,14 +67,18 @@ def run_demo(
     out = Path(out_dir)
     dataset = get_dataset("fsdd", data_root=DEMO_DATA)
     records = []
-    for checkpoint in (BAT_TINY_FSDD_WEIGHTS, None):  # pretrained, then random init (seed 0)
+    runs = [  # pretrained (the shipped file), random init (seed 0), the melpatch floor
+        (get_backbone(DEMO_BACKBONE, weights="pretrained", device=device), DEMO_PROBES),
+        (get_backbone(DEMO_BACKBONE, weights="random", seed=0, device=device), DEMO_PROBES),
+        (get_backbone(FLOOR_BACKBONE, device=device), FLOOR_PROBES),
+    ]
+    for backbone, probes in runs:
         res = evaluate(
-            DEMO_BACKBONE,
+            backbone,
             datasets=[dataset],
-            probes=DEMO_PROBES,
+            probes=probes,
             run=RunOptions(device=device, cache_dir=out / "cache", progress=progress),
             train=TrainOptions(seeds=seeds, hparams=DEMO_HPARAMS, overrides=DEMO_TRAIN),
-            backbone_options={"checkpoint": checkpoint},
             results_dir=out / "results",
         )
         records.extend(res.records)
@@ -76,6 +86,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     leaderboard_path = out / "leaderboard.md"
     leaderboard_path.write_text(render(board, "markdown"))
-    gates_path = plot_gates(records, out / "gates.png", dataset="fsdd")
+    vit_records = [r for r in records if r.backbone.name != FLOOR_BACKBONE]  # the floor has no layers to gate
+    gates_path = plot_gates(vit_records, out / "gates.png", dataset="fsdd")
     heatmap_path = plot_heatmap(board, out / "leaderboard.png")
     return DemoResult(records, board, leaderboard_path, gates_path, heatmap_path, time.perf_counter() - t0)

@@ -16,6 +16,7 @@ from probekit.backbones import birdmae  # noqa: E402,F401  isort: skip
 from probekit.backbones import dasheng  # noqa: E402,F401  isort: skip
 from probekit.backbones import eat  # noqa: E402,F401  isort: skip
 from probekit.backbones import hf  # noqa: E402,F401  isort: skip
+from probekit.backbones import melpatch  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",

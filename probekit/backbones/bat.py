@@ -29,7 +29,8 @@ from probekit.backbones.checkpoint_io import (
     strip_wrappers,
     tensors_only,
 )
-from probekit.backbones.checkpoints import VIT_ARCHITECTURE, vit_split
+from probekit.backbones.checkpoints import VIT_ARCHITECTURE, convert_checkpoint, vit_split
+from probekit.backbones.weights import PublishedWeights, register_converter, register_weights
 from probekit.backbones.vit import ViTConfig
 from probekit.errors import CheckpointError
 
@@ -58,11 +59,22 @@ _VARIANTS = {
     "bat-tiny-fsdd": ViTVariant(
         BAT_TINY_FSDD,
         "D=128, 4 blocks, 4 heads; pretrained by probekit.pretrain on the FSDD train split (weights shipped: "
-        "probekit/data/bat-tiny-fsdd.safetensors, card backbones/bat-tiny-fsdd.md); random init without a checkpoint",
+        "probekit/data/bat-tiny-fsdd.safetensors, card backbones/bat-tiny-fsdd.md); --weights random for the floor",
         ("fsdd",),
     ),
 }
 CARDS = register_vit_family(FAMILY, _VARIANTS)
+register_converter("bat", convert_checkpoint)  # downloaded pickles -> safetensors once
+
+# Weights by name (probekit.backbones.weights): what `bat` / `bat-tiny-fsdd` mean without --weights.
+register_weights(PublishedWeights(
+    "bat", ("hf:lrauch/BAT-vit-b16-pretrainedAS2M/model.safetensors",), license="MIT (see the model card)",
+    notes="official release; sha256 not published apart from the Hub's LFS etag (checked) -> pinned at first download",
+))
+register_weights(PublishedWeights(
+    "bat-tiny-fsdd", ("package:data/bat-tiny-fsdd.safetensors",), license="MIT (probekit)",
+    sha256="57e9406a43f39a2932bbe5813c7e58a46703861ec19206fc3e7fe7c5a80cbc94", notes="shipped inside the package",
+))
 
 
 # ---------------------------------------------------------------------------------------------- formats

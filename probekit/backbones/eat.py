@@ -30,8 +30,9 @@ from probekit.backbones.checkpoint_io import (
     strip_wrappers,
     tensors_only,
 )
-from probekit.backbones.checkpoints import VIT_ARCHITECTURE
+from probekit.backbones.checkpoints import VIT_ARCHITECTURE, convert_checkpoint
 from probekit.backbones.vit import ViTConfig
+from probekit.backbones.weights import PublishedWeights, register_converter, register_weights
 from probekit.errors import CheckpointError
 
 EAT_CITATION = (
@@ -56,9 +57,32 @@ _VARIANTS = {
     "sslam": ViTVariant(EAT_B, "ViT-B/16; EAT architecture, pretrained with audio mixtures on AudioSet-2M", _AS2M,
                         citation=SSLAM_CITATION, url="https://github.com/ta012/SSLAM"),
     "eat-large": ViTVariant(EAT_L, "ViT-L/16 (1024 wide, 24 blocks, 16 heads); self-supervised on AudioSet-2M", _AS2M),
+    # Fine-tuned on AudioSet-2M labels: supervised, so in-domain (and flagged so) on every AudioSet task.
+    "eat-ft-as2m": ViTVariant(EAT_B, "EAT-base fine-tuned on AudioSet-2M labels (supervised; in-domain for AudioSet)",
+                              _AS2M),
+    "eat-large-ft-as2m": ViTVariant(EAT_L, "EAT-large fine-tuned on AudioSet-2M labels (supervised; in-domain for "
+                                    "AudioSet)", _AS2M),
+    "sslam-ft-as2m": ViTVariant(EAT_B, "SSLAM fine-tuned on AudioSet-2M labels (supervised; in-domain for AudioSet)",
+                                _AS2M, citation=SSLAM_CITATION, url="https://github.com/ta012/SSLAM"),
     "eat-tiny": ViTVariant(EAT_TINY, "test size (D=64, 4 blocks, 2 heads); random init unless a checkpoint", url=""),
 }
 CARDS = register_vit_family(FAMILY, _VARIANTS)
+register_converter("eat", convert_checkpoint)  # downloaded pickles -> safetensors once
+
+# Weights by name (probekit.backbones.weights). The Hub repos hold the transformers remote-code release
+# (`AutoModel.from_pretrained`, format eat-hf). No sha256 is published apart from the Hub's LFS etag, which is
+# checked; the first download's hash is pinned. SSLAM's file name is not confirmed: pytorch_model.bin is tried next.
+_EAT_LICENSE = "MIT (model card)"
+for _name, _repo, _lic, _ft in (
+    ("eat", "worstchan/EAT-base_epoch30_pretrain", _EAT_LICENSE, ()),
+    ("eat-ft-as2m", "worstchan/EAT-base_epoch30_finetune_AS2M", _EAT_LICENSE, ("as2m",)),
+    ("eat-large", "worstchan/EAT-large_epoch20_pretrain", _EAT_LICENSE, ()),
+    ("eat-large-ft-as2m", "worstchan/EAT-large_epoch20_finetune_AS2M", _EAT_LICENSE, ("as2m",)),
+    ("sslam", "ta012/SSLAM_pretrain", "see the model card", ()),
+    ("sslam-ft-as2m", "ta012/SSLAM_AS2M_Finetuned", "see the model card", ("as2m",)),
+):
+    _sources = (f"hf:{_repo}/model.safetensors",) + ((f"hf:{_repo}/pytorch_model.bin",) if _name.startswith("sslam") else ())
+    register_weights(PublishedWeights(_name, _sources, license=_lic, finetuned_on=_ft))
 
 
 # ---------------------------------------------------------------------------------------------- formats

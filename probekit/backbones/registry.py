@@ -1,4 +1,4 @@
-"""Backbone registry: `register_backbone` factories, `get_backbone(name, checkpoint=...)`, `list_backbones()`.
+"""Backbone registry: `register_backbone` factories, `get_backbone(name, weights=...)`, `list_backbones()`.
 
 This module imports no model family (timm style): each family module registers its names when
 `probekit/backbones/__init__.py` imports it. Third-party packages add theirs through the entry-point
@@ -11,6 +11,7 @@ the `BACKBONE_OPTIONS` it accepts) or a module that registers factories when imp
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable
@@ -187,13 +188,15 @@ def get_backbone(
     device: str = "cpu",
     chunk_rows: int | None = None,
     allow_nonfinite: bool = False,
+    weights=None,
+    progress: bool = True,
 ) -> Backbone:
     """Build a registered backbone, frozen and in eval mode.
 
     Args:
         name: registry name (`probekit backbones` lists them).
-        checkpoint: weights file (any accepted format) or HF folder; None -> random init with `seed`.
-        seed: init seed when there is no checkpoint.
+        checkpoint: weights file (any accepted format) or HF folder: an alias of `weights=PATH`.
+        seed: init seed of `weights="random"`.
         num_heads: override the attention heads (default: the file's config, else width // 64).
         trust_checkpoint: allow full unpickling of files that need it (prints a warning).
         use_ema: load the EMA teacher where the file has one.
@@ -202,6 +205,9 @@ def get_backbone(
         chunk_rows: time rows per independent sequence (default: the positional table's capacity;
             BAT: 64).
         allow_nonfinite: load a checkpoint whose weights hold NaN/Inf (refused by default).
+        weights: "pretrained" (default where the name has published weights, else "random"), "random",
+            a path, "hf:owner/repo[@revision][/file]" or an https URL (probekit.backbones.weights).
+        progress: show a download progress bar.
     """
     entry = _entry(name)
     options = {"seed": seed, "num_heads": num_heads, "trust_checkpoint": trust_checkpoint, "use_ema": use_ema,
@@ -216,9 +222,26 @@ def get_backbone(
     dropped = [k for k, v in options.items() if k not in passed and v != BACKBONE_OPTIONS[k]]
     if dropped:
         raise BackboneError(f"backbone {name!r} ({entry.source}) does not accept option(s) {dropped}")
-    bb = entry.factory(checkpoint, **passed) if checkpoint is not None else entry.factory(**passed)
+    from probekit.backbones.weights import converter, resolve_weights, safe_load_path
+
+    resolved = resolve_weights(name, weights, checkpoint=checkpoint, progress=progress)
+    if resolved.kind in ("random", "none"):
+        bb = entry.factory(**passed)
+    else:
+        if not use_ema:  # a converted copy holds one encoder: EMA files are read as they are
+            resolved = safe_load_path(resolved, trust_checkpoint=trust_checkpoint,
+                                      convert=converter(entry.card.family if entry.card else None))
+        bb = entry.factory(resolved.load_path or resolved.path, **passed)
     missing = missing_members(bb)
     if missing:
         raise BackboneError(f"backbone {name!r} ({entry.source}) returned {type(bb).__name__}, missing {missing}",
                             hint="derive from probekit.backbones.protocol.BackboneBase for defaults")
+    if resolved.sha256 and getattr(bb, "checkpoint_sha256", None) and resolved.load_path is not None:
+        bb.checkpoint_sha256 = resolved.sha256  # the file as published names the weights, not our converted copy
+    elif resolved.kind not in ("random", "none") and resolved.sha256 is None:
+        resolved = dataclasses.replace(resolved, sha256=getattr(bb, "checkpoint_sha256", None))
+    try:
+        bb.weights = resolved  # provenance: records and cache keys name source, revision and sha256
+    except AttributeError:
+        pass  # a third-party class with __slots__: the sha256 still keys its cache
     return bb

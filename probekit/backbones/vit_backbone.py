@@ -25,6 +25,7 @@ from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.checkpoints import load_checkpoint
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import AudioViT, ViTConfig, count_params, vit_param_count
+from probekit.backbones.weights import weights_key
 from probekit.errors import BackboneError, CheckpointError
 
 __all__ = ["ViTBackbone", "ViTFamily", "ViTVariant", "build_vit_backbone", "register_vit_family", "vit_card"]
@@ -116,11 +117,9 @@ class ViTBackbone(BackboneBase):
             "backbone": self.name,
             "family": self.family,
             "vit": self.model.config.to_dict(),
-            "weights": (
-                {"sha256": self.checkpoint_sha256, "use_ema": self.use_ema}
-                if self.checkpoint_sha256
-                else {"random_init_seed": self.seed}
-            ),
+            # local files keep the content key; downloads also name source and revision (weights_key)
+            "weights": weights_key(getattr(self, "weights", None), sha256=self.checkpoint_sha256, seed=self.seed,
+                                   use_ema=self.use_ema),
             "frontend": frontend_config_dict(self.frontend_config),
         }
 

@@ -111,7 +111,10 @@ def check_backbone_cmd(
     name: str = typer.Argument(
         ..., help="Registered backbone name (see `probekit backbones`), or 'package.module:factory' for your own."
     ),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file; default random init."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (alias of --weights PATH)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
+    ),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling of the checkpoint."),
     use_ema: bool = typer.Option(False, "--use-ema", help="Load the EMA teacher where the file has one."),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads override."),
@@ -130,10 +133,12 @@ def check_backbone_cmd(
     else:
         bb = get_backbone(
             name, checkpoint, num_heads=num_heads, trust_checkpoint=trust_checkpoint, use_ema=use_ema, device=device,
-            allow_nonfinite=allow_nonfinite,
+            allow_nonfinite=allow_nonfinite, weights=weights,
         )
     results = check_backbone(bb, seconds=seconds, raise_on_fail=False)
-    table = Table(title=f"check-backbone {name}" + (f" ({checkpoint})" if checkpoint else " (random init)" if bb.seed is not None else ""))
+    w = getattr(bb, "weights", None)
+    shown = w.describe(bb.seed) if w is not None else str(checkpoint) if checkpoint else "random init"
+    table = Table(title=f"check-backbone {name} ({shown})")
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail", overflow="fold")

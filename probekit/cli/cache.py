@@ -18,7 +18,10 @@ app.add_typer(cache_app, name="cache")
 def extract_command(
     backbone: str = typer.Option(..., "--backbone", help="Registered backbone name (see `probekit backbones`)."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name, or manifest:PATH.csv."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights file (default: random init)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights file (alias of --weights PATH)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
+    ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding datasets."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Store root (default $PROBEKIT_CACHE)."),
     split: list[str] | None = typer.Option(None, "--split", help="Split(s) to extract (default: all)."),
@@ -33,7 +36,7 @@ def extract_command(
     frontend_style: str = typer.Option("model", "--frontend-style", help="model or bat-paper."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling."),
     autocast: bool = typer.Option(False, "--autocast", help="Encoder under bfloat16 autocast (own cache key)."),
-    seed: int = typer.Option(0, "--seed", help="Init seed when there is no checkpoint."),
+    seed: int = typer.Option(0, "--seed", help="Init seed of --weights random."),
     force: bool = typer.Option(False, "--force", help="Delete an existing store with this key first."),
     ignore_disk_space: bool = typer.Option(False, "--ignore-disk-space", help="Start even if it will not fit."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -55,7 +58,7 @@ def extract_command(
     opts = {"keep_missing": True} if on_error == "skip" and dataset.startswith("manifest:") else {}
     ds = get_dataset(dataset, data_root=data_root, **opts)
     bb = get_backbone(backbone, checkpoint=checkpoint, seed=seed, trust_checkpoint=trust_checkpoint,
-                      allow_nonfinite=allow_nonfinite)
+                      allow_nonfinite=allow_nonfinite, weights=weights)
     for s in split or list(ds.spec.splits):
         p = plan(bb, ds, s, tokens, run)
         if dry_run:

@@ -15,14 +15,15 @@ def demo(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda:N."),
     seeds: int = typer.Option(1, min=1, help="Seeds per probe (mean +- std in the table when > 1)."),
 ) -> None:
-    """Probe a FSDD-pretrained tiny BAT and its random init on shipped FSDD clips; print the leaderboard."""
+    """Probe a FSDD-pretrained tiny BAT, its random init and the melpatch floor on shipped FSDD clips."""
     from probekit.demo import DEMO_PROBES, run_demo
     from probekit.results.leaderboard import to_rich
 
     console.rule("[bold]probekit demo")
     console.print(
         "bat-tiny-fsdd (pretrained by probekit on FSDD's training split) vs. the same architecture at random "
-        f"init; probes: {', '.join(DEMO_PROBES)}; data: 600 train / 300 test real FSDD clips (CC BY-SA 4.0)."
+        "init vs. melpatch (the raw log-mel 16x16 patches, no weights: the floor a model must beat); "
+        f"probes: {', '.join(DEMO_PROBES)}; data: 600 train / 300 test real FSDD clips (CC BY-SA 4.0)."
     )
     res = run_demo(out_dir, device=device, seeds=seeds)
     console.print(to_rich(res.board, title="probekit demo, test accuracy in % (600 train / 300 test clips)"))

@@ -197,7 +197,10 @@ def probe_cmd(
     probe: str = typer.Argument(..., help=f"Probe to train: {', '.join(PROBE_CHOICES)} (or any registered probe)."),
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone (`probekit backbones`)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name or manifest:PATH.csv."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: random init)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (alias of --weights PATH)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
+    ),
     protocol: str | None = typer.Option(None, "--protocol", help="Training preset (default: the dataset's)."),
     prototypes: int | None = typer.Option(None, "--prototypes", "-k", help="Prototypes (cgp, protobin) or per class (proto)."),
     seeds: int = typer.Option(1, "--seeds", help="Train with seeds 0..N-1; the record keeps each and mean/std/CI."),
@@ -241,7 +244,8 @@ def probe_cmd(
 
     from probekit.cli import err_console
 
-    bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint)
+    bb = resolve_backbone(backbone, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint,
+                          weights=weights)
     with warnings.catch_warnings():
         # failed clips and class coverage are said before training, one 'warning:' line each
         warnings.simplefilter("always")

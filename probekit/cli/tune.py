@@ -79,7 +79,10 @@ def tune_cmd(
     probe: str | None = typer.Argument(None, help="Probe to tune (probekit probes lists them)."),
     backbone: str | None = typer.Option(None, "--backbone", "-b", help="Backbone name."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Backbone weights file."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Backbone weights file (alias of --weights PATH)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="pretrained (default: the official weights), random, a path, hf:OWNER/REPO@REV/FILE or a URL."
+    ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the datasets."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Token cache folder."),
     protocol: str | None = typer.Option(None, "--protocol", help="Training protocol (default: the dataset's)."),
@@ -153,7 +156,7 @@ def tune_cmd(
     from probekit.api import resolve_backbone
 
     # resolved once: the tokens and the record then name the same weights (checkpoint sha256)
-    bb = resolve_backbone(backbone, checkpoint=checkpoint)
+    bb = resolve_backbone(backbone, checkpoint=checkpoint, weights=weights)
     train, val, test, proto = token_splits(
         bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir, progress=not no_progress,
     )

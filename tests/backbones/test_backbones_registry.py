@@ -27,7 +27,7 @@ def built():
         if name not in cache:
             cache.clear()  # one full-size model in memory at a time
             gc.collect()
-            cache[name] = get_backbone(name, seed=0)
+            cache[name] = get_backbone(name, seed=0, weights="random")  # no downloads in tests
         return cache[name]
 
     yield get
@@ -36,7 +36,7 @@ def built():
 
 def test_builtins_registered():
     assert set(BUILTIN) <= set(list_backbones())
-    assert list_backbones("eat*") == ["eat", "eat-large", "eat-tiny"]
+    assert list_backbones("eat*") == ["eat", "eat-ft-as2m", "eat-large", "eat-large-ft-as2m", "eat-tiny"]
 
 
 def _sized(names):
@@ -68,7 +68,7 @@ def test_every_backbone_forward_shapes_finite_deterministic(built, name):
     b = bb.encode(feats, valid)
     assert torch.equal(a.patch, b.patch) and torch.equal(a.cls, b.cls)
     # layers are distinct blocks, not copies; a layer subset equals the same rows of the full output
-    assert not torch.allclose(a.cls[:, 0], a.cls[:, -1])
+    assert bb.num_layers == 1 or not torch.allclose(a.cls[:, 0], a.cls[:, -1])
     sub = bb.encode(feats, valid, layers=[0, -1])
     assert torch.equal(sub.patch, a.patch[:, [0, bb.num_layers - 1]])
     assert not any(p.requires_grad for p in bb.model.parameters()) and not bb.model.training
