@@ -54,7 +54,8 @@ class TuneOptions:
 
 
 # flat 0.1 keywords -> where they live now
-_BACKBONE_KEYS = frozenset({"checkpoint", "seed", "trust_checkpoint", "use_ema", "num_heads", "chunk_rows", "name",
+_BACKBONE_KEYS = frozenset({"checkpoint", "weights", "seed", "trust_checkpoint", "use_ema", "num_heads", "chunk_rows",
+                            "name",
                             "adapt"})
 _TRAIN_KEYS = {"protocol": "protocol", "seeds": "seeds", "hparams": "hparams", "train_overrides": "overrides",
                "test_split": "test_split", "allow_partial_test": "allow_partial_test"}
