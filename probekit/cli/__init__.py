@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from rich.markup import escape  # an error text holding "[...]" (a list, a regex) is text, not markup
+
     from probekit.errors import ProbekitError
 
     try:
@@ -73,7 +75,7 @@ def _main(argv: list[str] | None) -> int:
     except ProbekitError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -93,7 +95,7 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e} (run again with --debug for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (run again with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )
