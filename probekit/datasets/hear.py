@@ -127,6 +127,8 @@ def audio_rate(root: Path, sample_rate: int | None = None) -> int:
 
 def _metric(meta: dict, multilabel: bool) -> tuple[str, list[str]]:
     evaluation = meta.get("evaluation") or []
+    if meta["embedding_type"] == "event":  # scored by frame-wise heads, which are not built: keep HEAR's name
+        return (evaluation[0] if evaluation else "event_onset_200ms_fms"), []
     fallback = "mAP" if multilabel else "accuracy"
     if not evaluation:
         return fallback, []

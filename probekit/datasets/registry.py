@@ -92,6 +92,8 @@ def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset, or of a manifest (`manifest:PATH.csv`, read and validated)."""
     if name.startswith(manifest.PREFIX):
         return manifest.parse_manifest(_manifest_path(name))[0]
+    if name.startswith(hear.PREFIX):
+        return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
     if name.startswith(PATH_PREFIXES):
         return get_dataset(name).spec
     return _entry(name).spec

@@ -121,3 +121,17 @@ def test_event_task_refused_by_probe(tasks, tmp_path, capsys):
     rc, out = _run(main, capsys, "probe", "linear", "-b", "bat-tiny", "-d", f"hear:{tasks['events']}",
                    "--cache-dir", tmp_path / "c", "--results-dir", tmp_path / "r", "--device", "cpu", "--yes")
     assert rc == 2 and "frame-wise" in out.err and "Traceback" not in out.err
+
+
+def test_folds_cross_validate_under_a_cv_protocol(tasks, tmp_path, capsys):
+    """HEAR's k folds -> Clip.fold of split 'all': a cross-validating protocol trains and scores each fold."""
+    from probekit.cli import main
+
+    rc, out = _run(main, capsys, "probe", "linear", "-b", "bat-tiny", "-d", f"hear:{tasks['folds']}", "--protocol",
+                   "esc50", "--layers", "last", "--set", "steps=6", "--set", "batch_size=8", "--cache-dir",
+                   tmp_path / "c", "--results-dir", tmp_path / "r", "--device", "cpu", "--yes")  # fmt: skip
+    assert rc == 0, out.err
+    (path,) = (tmp_path / "r").rglob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["split"] == "all" and rec["clips"]["all"]["scored"] == 50
+    assert len(rec["seeds"][0]["extras"]["folds"]) == 5
