@@ -66,7 +66,9 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
                                   ds.spec.citation and f"cite {ds.spec.citation}") if x)  # fmt: skip
     if about:
         notes.append(f"[cyan]{name}[/]: {about}")
-    kind = "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
+    kind = (
+        "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
+    )
     return kind, str(total), ", ".join(parts), _hours(paths), f"[green]{ds.root}[/]", notes
 
 
@@ -76,8 +78,10 @@ def datasets_cmd(
     dataset: Annotated[
         list[str] | None,
         typer.Option(
-            "--dataset", "-d", help="Only these datasets (repeatable); also takes manifest:PATH.csv, "
-            "events:PATH.csv (strong labels), hear:DIR (a HEAR task folder) and folder:DIR (class folders)."
+            "--dataset",
+            "-d",
+            help="Only these datasets (repeatable); also takes manifest:PATH.csv, "
+            "events:PATH.csv (strong labels), hear:DIR (a HEAR task folder) and folder:DIR (class folders).",
         ),
     ] = None,
 ) -> None:

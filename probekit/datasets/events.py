@@ -23,7 +23,9 @@ from probekit.errors import DatasetError
 PREFIX = "events:"
 COLUMNS = ("path", "label", "onset", "offset", "split")
 SPLITS = ("train", "valid", "test")
-LAYOUT = "a CSV with columns path,label,onset,offset,split (seconds; one row per event; paths relative to the CSV)"
+LAYOUT = (
+    "a CSV with columns path,label,onset,offset,split (seconds; one row per event; paths relative to the CSV)"
+)
 #: Frame-wise (timestamp) heads are not built; clip-level probes refuse event tasks with this pointer.
 FRAMEWISE = "frame-wise (timestamp) heads are not built yet (issue 18 follow-up: frame-wise heads)"
 #: Slack on `offset <= duration`: annotation tools round times to 1-10 ms.
@@ -80,7 +82,11 @@ class EventDataset(Dataset):
         items = self.events(split)
         digests = content_digests([c.path for c in items])
         h = hashlib.sha256()
-        h.update(json.dumps([FINGERPRINT_VERSION, "events", self.spec.name, split, list(self.spec.classes)]).encode())
+        h.update(
+            json.dumps(
+                [FINGERPRINT_VERSION, "events", self.spec.name, split, list(self.spec.classes)]
+            ).encode()
+        )
         for c, d in zip(items, digests):
             h.update(json.dumps([c.id, [[e.label, e.onset, e.offset] for e in c.events], d]).encode())
         return f"v{FINGERPRINT_VERSION}-{h.hexdigest()[:16]}"
@@ -118,7 +124,9 @@ def _float(where: str, col: str, value: str) -> float:
         raise DatasetError(f"{where}: {col} {value!r} is not a number (seconds)") from None
 
 
-def parse_events_manifest(csv_path: Path, *, check_durations: bool = True) -> tuple[DatasetSpec, dict[str, list[EventClip]]]:
+def parse_events_manifest(
+    csv_path: Path, *, check_durations: bool = True
+) -> tuple[DatasetSpec, dict[str, list[EventClip]]]:
     """Validate a strong-label manifest: (spec, files with events per split)."""
     from probekit.datasets.manifest import _read_text, _records
 
@@ -131,7 +139,9 @@ def parse_events_manifest(csv_path: Path, *, check_durations: bool = True) -> tu
     header = [h.strip() for h in records[0][1]]
     lacking = [c for c in COLUMNS if c not in header]
     if lacking:
-        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(lacking)} (header: {header})", hint=LAYOUT)
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {', '.join(lacking)} (header: {header})", hint=LAYOUT
+        )
     unknown = [c for c in header if c and c not in COLUMNS]
     if unknown or len(set(header)) != len(header):
         raise DatasetError(f"{csv_path}: unknown or repeated column(s) in header {header}", hint=LAYOUT)
@@ -139,15 +149,20 @@ def parse_events_manifest(csv_path: Path, *, check_durations: bool = True) -> tu
     rows: list[tuple[str, Path, str, float, float, str, str]] = []
     for line, fields in records[1:]:
         where = f"{csv_path} line {line}"
-        if len(fields) > len(header) and any(f.strip() for f in fields[len(header):]):
-            raise DatasetError(f"{where}: more fields than the header names", hint="quote a value with a comma")
+        if len(fields) > len(header) and any(f.strip() for f in fields[len(header) :]):
+            raise DatasetError(
+                f"{where}: more fields than the header names", hint="quote a value with a comma"
+            )
         row = {h: f.strip() for h, f in zip(header, fields)}
         rel, label, split = row.get("path", ""), row.get("label", ""), row.get("split", "")
         if not rel or not label:
             raise DatasetError(f"{where}: empty path or label", hint=LAYOUT)
         if split not in SPLITS:
             raise DatasetError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-        onset, offset = _float(where, "onset", row.get("onset", "")), _float(where, "offset", row.get("offset", ""))
+        onset, offset = (
+            _float(where, "onset", row.get("onset", "")),
+            _float(where, "offset", row.get("offset", "")),
+        )
         check_event(where, label, onset, offset)
         rows.append((rel, (base / rel).resolve(), label, onset, offset, split, where))
     if not rows:
@@ -157,7 +172,7 @@ def parse_events_manifest(csv_path: Path, *, check_durations: bool = True) -> tu
     files: dict[Path, tuple[str, str, list[Event]]] = {}
     durations: dict[Path, float | None] = {}
     for rel, path, label, onset, offset, split, where in rows:
-        rid, rsplit, evs = files.setdefault(path, (rel, split, []))
+        _, rsplit, evs = files.setdefault(path, (rel, split, []))
         if rsplit != split:
             raise DatasetError(f"{where}: {rel!r} is in split {split!r} here but {rsplit!r} on an earlier line",
                                hint="a file belongs to one split")  # fmt: skip
@@ -167,13 +182,22 @@ def parse_events_manifest(csv_path: Path, *, check_durations: bool = True) -> tu
         evs.append(Event(index[label], onset, offset))
     by_split: dict[str, list[EventClip]] = {s: [] for s in SPLITS}
     for path, (rel, split, evs) in files.items():
-        by_split[split].append(EventClip(rel, path, split, tuple(sorted(evs, key=lambda e: (e.onset, e.label)))))
+        by_split[split].append(
+            EventClip(rel, path, split, tuple(sorted(evs, key=lambda e: (e.onset, e.label))))
+        )
     splits = tuple(s for s in SPLITS if by_split[s])
     spec = DatasetSpec(
-        name=f"{PREFIX}{csv_path.name}", classes=classes, class_ids=classes, multilabel=True, clip_seconds=0.0,
-        splits=splits, protocol="default", metric="event_onset_fms",
+        name=f"{PREFIX}{csv_path.name}",
+        classes=classes,
+        class_ids=classes,
+        multilabel=True,
+        clip_seconds=0.0,
+        splits=splits,
+        protocol="default",
+        metric="event_onset_fms",
         description=f"strong-label manifest {csv_path} ({len(rows)} events in {len(files)} files)",
-        layout=LAYOUT, source=str(csv_path.resolve()),
+        layout=LAYOUT,
+        source=str(csv_path.resolve()),
     )
     return spec, {s: by_split[s] for s in splits}
 

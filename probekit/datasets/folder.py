@@ -29,7 +29,9 @@ LAYOUT = ("PATH/<class>/*.wav (seeded stratified split), or PATH/train/<class>/,
 
 
 def _class_dirs(path: Path) -> list[Path]:
-    return sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    return sorted(
+        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
+    )
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -56,7 +58,9 @@ def _layout(root: Path, seed: int) -> tuple[dict[str, list[tuple[str, Path, str]
     out = {"train": [], "valid": [], "test": []}
     for c in _class_dirs(root):
         files = scan_audio(c)
-        files.sort(key=lambda e: hashlib.blake2b(f"{seed}/{c.name}/{e.name}".encode(), digest_size=8).digest())
+        files.sort(
+            key=lambda e: hashlib.blake2b(f"{seed}/{c.name}/{e.name}".encode(), digest_size=8).digest()
+        )
         n = len(files)
         n_test = max(1, round(n * TEST_FRACTION)) if n >= 2 else 0
         n_valid = round(n * VALID_FRACTION) if n - n_test >= 2 else 0
@@ -77,11 +81,20 @@ def _open(root: Path, seed: int) -> tuple[DatasetSpec, dict[str, list[Clip]], st
         raise DatasetError(f"folder {root}: no audio files in class subfolders", hint=f"expected {LAYOUT}")
     index = {c: i for i, c in enumerate(classes)}
     splits = tuple(s for s in ("train", "valid", "test") if items.get(s))
-    by_split = {s: [Clip(id=i, path=p, labels=(index[c],), split=s) for i, p, c in sorted(items[s])] for s in splits}
+    by_split = {
+        s: [Clip(id=i, path=p, labels=(index[c],), split=s) for i, p, c in sorted(items[s])] for s in splits
+    }
     spec = DatasetSpec(
-        name=f"{PREFIX}{root.name}", classes=classes, class_ids=classes, multilabel=False, clip_seconds=0.0,
-        splits=splits, protocol="default", metric="accuracy",
-        description=f"audio class folders at {root} ({how})", layout=LAYOUT,
+        name=f"{PREFIX}{root.name}",
+        classes=classes,
+        class_ids=classes,
+        multilabel=False,
+        clip_seconds=0.0,
+        splits=splits,
+        protocol="default",
+        metric="accuracy",
+        description=f"audio class folders at {root} ({how})",
+        layout=LAYOUT,
         source=f"{root.resolve()}" + (f"#seed={seed}" if seed else ""),
     )
     return spec, by_split, how

@@ -68,14 +68,18 @@ def read_metadata(root: Path) -> dict:
     if meta["embedding_type"] not in ("scene", "event"):
         raise DatasetError(f"{where}: embedding_type {meta['embedding_type']!r} is not 'scene' or 'event'")
     if meta["prediction_type"] not in ("multiclass", "multilabel"):
-        raise DatasetError(f"{where}: prediction_type {meta['prediction_type']!r} is not multiclass/multilabel")
+        raise DatasetError(
+            f"{where}: prediction_type {meta['prediction_type']!r} is not multiclass/multilabel"
+        )
     if meta["split_mode"] != "trainvaltest" and meta["split_mode"] not in KFOLD_MODES:
         raise DatasetError(f"{where}: split_mode {meta['split_mode']!r} is not supported",
                            hint=f"supported: trainvaltest, {', '.join(KFOLD_MODES)}")  # fmt: skip
     if meta["split_mode"] in KFOLD_MODES:
         n = meta.get("nfolds")
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-            raise DatasetError(f"{where}: split_mode {meta['split_mode']!r} needs an integer nfolds >= 2, got {n!r}")
+            raise DatasetError(
+                f"{where}: split_mode {meta['split_mode']!r} needs an integer nfolds >= 2, got {n!r}"
+            )
     evaluation = meta.get("evaluation", [])
     if not isinstance(evaluation, list) or not all(isinstance(e, str) for e in evaluation):
         raise DatasetError(f"{where}: evaluation must be a list of metric names, got {evaluation!r}")
@@ -120,7 +124,9 @@ def audio_rate(root: Path, sample_rate: int | None = None) -> int:
             raise ConfigError(f"{root}: no audio folder {sample_rate}/", hint=f"present: {have or 'none'}")
         return int(sample_rate)
     if not have:
-        raise DatasetError(f"{root}: no audio folder ({'/, '.join(map(str, RATES))}/)", hint=f"expected {LAYOUT}")
+        raise DatasetError(
+            f"{root}: no audio folder ({'/, '.join(map(str, RATES))}/)", hint=f"expected {LAYOUT}"
+        )
     above = [r for r in have if r >= TARGET_RATE]
     return above[0] if above else have[-1]
 
@@ -138,7 +144,9 @@ def _metric(meta: dict, multilabel: bool) -> tuple[str, list[str]]:
     return fallback, [f"HEAR's primary metric {primary!r} is not computed by probekit; reporting {fallback}"]
 
 
-def _spec(root: Path, meta: dict, classes: tuple[str, ...], splits: tuple[str, ...], metric: str) -> DatasetSpec:
+def _spec(
+    root: Path, meta: dict, classes: tuple[str, ...], splits: tuple[str, ...], metric: str
+) -> DatasetSpec:
     kind = f"{meta['embedding_type']} {meta['prediction_type']}, {meta['split_mode']}"
     if meta["split_mode"] in KFOLD_MODES:
         kind += f" ({meta['nfolds']} folds)"
@@ -175,7 +183,9 @@ def get_spec(root: Path) -> DatasetSpec:
     root = Path(root)
     meta = read_metadata(root)
     classes = read_vocabulary(root)
-    return _spec(root, meta, classes, _probekit_splits(meta), _metric(meta, meta["prediction_type"] == "multilabel")[0])
+    return _spec(
+        root, meta, classes, _probekit_splits(meta), _metric(meta, meta["prediction_type"] == "multilabel")[0]
+    )
 
 
 def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = None, **options) -> Dataset:
@@ -212,10 +222,23 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
                 continue
             cid = f"{split}/{fname}"
             if event:
-                items.append(_event_clip(where, fname, labels, index, cid, path, split))
+                items.append(
+                    _event_clip(where, fname, labels, index, cid, path, split, spec.clip_seconds or None)
+                )
             else:
-                items.append(_scene_clip(where, fname, labels, index, multilabel, cid, path, split,
-                                         fold=k + 1 if kfold else None))
+                items.append(
+                    _scene_clip(
+                        where,
+                        fname,
+                        labels,
+                        index,
+                        multilabel,
+                        cid,
+                        path,
+                        split,
+                        fold=k + 1 if kfold else None,
+                    )
+                )
         per_file[split] = items
         missing[split] = absent
     if not any(per_file.values()):
@@ -226,8 +249,11 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
     else:
         by_split = _scene_splits(per_file, meta, int(test_fold))
         ds = Dataset(spec, root, lambda s: by_split[s])
-        if kfold:
-            missing = {"all": sum(missing.values())}
+        if kfold:  # the same counts, per probekit split
+            names = hear_splits(meta)
+            test, valid = names[int(test_fold) - 1], names[int(test_fold) % len(names)]
+            missing = {"all": sum(missing.values()), "test": missing[test], "valid": missing[valid],
+                       "train": sum(v for k, v in missing.items() if k not in (test, valid))}  # fmt: skip
         ds.warnings = ds.class_coverage()
     ds.missing = missing
     ds.warnings = warnings + list(ds.warnings)
@@ -247,7 +273,7 @@ def _scene_clip(where, fname, labels, index, multilabel, cid, path, split, fold)
     return Clip(id=cid, path=path, labels=tuple(sorted({index[x] for x in labels})), split=split, fold=fold)
 
 
-def _event_clip(where, fname, events, index, cid, path, split) -> EventClip:
+def _event_clip(where, fname, events, index, cid, path, split, duration) -> EventClip:
     if not isinstance(events, list):
         raise DatasetError(f"{where}: {fname!r} needs a list of events, got {type(events).__name__}")
     out = []
@@ -260,7 +286,7 @@ def _event_clip(where, fname, events, index, cid, path, split) -> EventClip:
             onset, offset = float(e["start"]) / 1000.0, float(e["end"]) / 1000.0  # HEAR times are ms
         except (TypeError, ValueError):
             raise DatasetError(f"{where}: {fname!r}: start/end must be numbers (ms), got {e!r}") from None
-        check_event(f"{where} {fname!r}", e["label"], onset, offset)
+        check_event(f"{where} {fname!r}", e["label"], onset, offset, duration)  # within sample_duration
         out.append(Event(index[e["label"]], onset, offset))
     return EventClip(cid, path, split, tuple(sorted(out, key=lambda v: (v.onset, v.label))))
 

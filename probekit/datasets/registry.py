@@ -47,7 +47,8 @@ def register_dataset(
     A name registered twice is refused unless `replace=True`."""
     if spec.name.startswith(PATH_PREFIXES):
         raise DatasetError(
-            f"dataset name {spec.name!r} is reserved", hint=f"names starting {', '.join(PATH_PREFIXES)} are paths"
+            f"dataset name {spec.name!r} is reserved",
+            hint=f"names starting {', '.join(PATH_PREFIXES)} are paths",
         )
     entry = _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn)
     DATASETS.register(spec.name, entry, replace=replace)
@@ -83,7 +84,9 @@ def _manifest_path(name: str) -> Path:
     prefix = next(p for p in PATH_PREFIXES if name.startswith(p))
     text = name[len(prefix) :].strip()
     if not text:
-        what, path = ("CSV file", "PATH.csv") if prefix in (manifest.PREFIX, events.PREFIX) else ("folder", "DIR")
+        what, path = (
+            ("CSV file", "PATH.csv") if prefix in (manifest.PREFIX, events.PREFIX) else ("folder", "DIR")
+        )
         raise DatasetError(f"{name!r} names no {what}", hint=f"write {prefix}{path}")
     return Path(text).expanduser()
 
@@ -154,8 +157,12 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
                     path = base / path
                     break
         prefix = next(p for p in PATH_PREFIXES if name.startswith(p))
-        opener = {manifest.PREFIX: manifest.open_manifest, events.PREFIX: events.open_events_manifest,
-                  hear.PREFIX: hear.open_dataset, folder.PREFIX: folder.open_dataset}[prefix]
+        opener = {
+            manifest.PREFIX: manifest.open_manifest,
+            events.PREFIX: events.open_events_manifest,
+            hear.PREFIX: hear.open_dataset,
+            folder.PREFIX: folder.open_dataset,
+        }[prefix]
         ds = opener(path, **options)
     else:
         root = options.pop("root", None)

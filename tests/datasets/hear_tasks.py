@@ -19,7 +19,7 @@ DIGITS = [str(d) for d in range(10)]
 
 def _read(fsdd_root: Path, name: str, rate: int) -> np.ndarray:
     x, sr = sf.read(str(fsdd_root / "recordings" / name), dtype="float32")
-    n = int(round(len(x) * rate / sr))
+    n = round(len(x) * rate / sr)
     return np.interp(np.arange(n) * sr / rate, np.arange(len(x)), x).astype(np.float32)
 
 
@@ -68,7 +68,7 @@ def scene_multilabel(root: Path, fsdd_root: Path) -> Path:
             "prediction_type": "multilabel", "split_mode": "trainvaltest", "sample_duration": 2.0,
             "evaluation": ["mAP", "d_prime", "aucroc"], "mode": "full"}  # fmt: skip
     _common(root, meta, DIGITS)
-    plan = {"train": (SPEAKERS[:3], range(0, 2)), "valid": (SPEAKERS[3:4], range(2, 3)),
+    plan = {"train": (SPEAKERS[:3], range(2)), "valid": (SPEAKERS[3:4], range(2, 3)),
             "test": (SPEAKERS[4:6], range(3, 4))}  # fmt: skip
     for split, (speakers, takes) in plan.items():
         labels = {}
@@ -87,7 +87,11 @@ def scene_multilabel(root: Path, fsdd_root: Path) -> Path:
 
 #: event task: (split, file) -> [(digit, onset s)]; each digit is cut to 0.4 s so its offset is known
 EVENT_PLAN = {
-    "train": {"e0.wav": [("3", 0.25), ("7", 1.5)], "e1.wav": [("1", 0.5)], "e2.wav": [("9", 2.0), ("2", 0.1)]},
+    "train": {
+        "e0.wav": [("3", 0.25), ("7", 1.5)],
+        "e1.wav": [("1", 0.5)],
+        "e2.wav": [("9", 2.0), ("2", 0.1)],
+    },
     "valid": {"e3.wav": [("5", 1.0)]},
     "test": {"e4.wav": [("0", 0.3), ("8", 1.2), ("4", 2.2)], "e5.wav": []},
 }

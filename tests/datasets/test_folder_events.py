@@ -45,7 +45,7 @@ def test_one_folder_gets_a_seeded_stratified_split(one_folder):
 
 def test_split_folders(tmp_path, fsdd_root):
     root = tmp_path / "sf"
-    for split, takes in (("train", range(0, 4)), ("val", range(4, 5)), ("test", range(5, 7))):
+    for split, takes in (("train", range(4)), ("val", range(4, 5)), ("test", range(5, 7))):
         for d in (1, 2):
             (root / split / str(d)).mkdir(parents=True)
             for t in takes:
@@ -76,10 +76,16 @@ def test_strong_label_manifest(tmp_path, fsdd_root):
     rows = [("t1.wav", "four", 0.1, 0.3, "train"), ("t1.wav", "click", 0.0, 0.05, "train"),
             ("t2.wav", "four", 0.05, 0.2, "test")]  # fmt: skip
     ds = get_dataset(f"events:{_events_csv(tmp_path, fsdd_root, rows)}")
-    assert isinstance(ds, EventDataset) and ds.spec.classes == ("click", "four") and ds.spec.splits == ("train", "test")
+    assert (
+        isinstance(ds, EventDataset)
+        and ds.spec.classes == ("click", "four")
+        and ds.spec.splits == ("train", "test")
+    )
     (clip,) = ds.events("train")
-    assert [(ds.spec.classes[e.label], e.onset, e.offset) for e in clip.events] == [("click", 0.0, 0.05),
-                                                                                    ("four", 0.1, 0.3)]
+    assert [(ds.spec.classes[e.label], e.onset, e.offset) for e in clip.events] == [
+        ("click", 0.0, 0.05),
+        ("four", 0.1, 0.3),
+    ]
     assert ds.identity.startswith("events:strong.csv@")
     with pytest.raises(DatasetError, match="frame-wise"):
         ds.clips("train")
@@ -103,7 +109,9 @@ def test_strong_label_manifest_refuses_impossible_events(tmp_path, fsdd_root, ba
 def test_datasets_command_shows_paths(one_folder, tmp_path, fsdd_root, capsys):
     from probekit.cli import main
 
-    csv = _events_csv(tmp_path, fsdd_root, [("t1.wav", "four", 0.1, 0.3, "train"), ("t2.wav", "four", 0.0, 0.2, "test")])
+    csv = _events_csv(
+        tmp_path, fsdd_root, [("t1.wav", "four", 0.1, 0.3, "train"), ("t2.wav", "four", 0.0, 0.2, "test")]
+    )
     capsys.readouterr()
     rc = main(["datasets", "--data-root", str(fsdd_root.parent), "-d", "fsdd", "-d", f"folder:{one_folder}",
                "-d", f"events:{csv}", "-d", "esc50"])  # fmt: skip

@@ -118,8 +118,23 @@ def test_extract_and_probe_linear_end_to_end(tasks, tmp_path, capsys, task, metr
 def test_event_task_refused_by_probe(tasks, tmp_path, capsys):
     from probekit.cli import main
 
-    rc, out = _run(main, capsys, "probe", "linear", "-b", "bat-tiny", "-d", f"hear:{tasks['events']}",
-                   "--cache-dir", tmp_path / "c", "--results-dir", tmp_path / "r", "--device", "cpu", "--yes")
+    rc, out = _run(
+        main,
+        capsys,
+        "probe",
+        "linear",
+        "-b",
+        "bat-tiny",
+        "-d",
+        f"hear:{tasks['events']}",
+        "--cache-dir",
+        tmp_path / "c",
+        "--results-dir",
+        tmp_path / "r",
+        "--device",
+        "cpu",
+        "--yes",
+    )
     assert rc == 2 and "frame-wise" in out.err and "Traceback" not in out.err
 
 
@@ -135,3 +150,27 @@ def test_folds_cross_validate_under_a_cv_protocol(tasks, tmp_path, capsys):
     rec = json.loads(path.read_text())
     assert rec["split"] == "all" and rec["clips"]["all"]["scored"] == 50
     assert len(rec["seeds"][0]["extras"]["folds"]) == 5
+
+
+def test_event_times_are_checked(tasks, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tasks["events"], tmp_path / "t", ignore=shutil.ignore_patterns("48000"))
+    labels = json.loads((root / "train.json").read_text())
+    labels["e1.wav"] = [{"label": "1", "start": 2500.0, "end": 3500.0}]  # past sample_duration 3.0 s
+    (root / "train.json").write_text(json.dumps(labels))
+    with pytest.raises(DatasetError, match="e1.wav.*after the file's end"):
+        get_dataset(f"hear:{root}")
+    labels["e1.wav"] = [{"label": "1", "start": 900.0, "end": 500.0}]
+    (root / "train.json").write_text(json.dumps(labels))
+    with pytest.raises(DatasetError, match="onset 0.9 >= offset 0.5"):
+        get_dataset(f"hear:{root}")
+
+
+def test_missing_files_are_counted_per_split(tasks, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tasks["folds"], tmp_path / "t", ignore=shutil.ignore_patterns("48000"))
+    (root / "16000" / "fold00" / "3_jackson_0.wav").unlink()
+    ds = get_dataset(f"hear:{root}")
+    assert ds.missing == {"all": 1, "test": 1, "valid": 0, "train": 0} and len(ds.clips("test")) == 9
