@@ -37,8 +37,8 @@ def _hours(paths: list) -> str:
     return ("~" if step > 1 else "") + f"{total / 3600:.2f}"
 
 
-def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str, list[str]]:
-    """(kind, total clips, clips per split, hours, coloured location, notes) of one dataset; ProbekitError when broken."""
+def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str, str, list[str]]:
+    """(classes, kind, total clips, clips per split, hours, coloured location, notes) of one dataset; ProbekitError when broken."""
     from probekit.datasets import find_root, get_dataset, get_spec
     from probekit.datasets.registry import PATH_PREFIXES
     from probekit.errors import ProbekitError
@@ -47,8 +47,17 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
         try:
             find_root(name, data_root)
         except ProbekitError as e:  # the message lists every folder tried
-            kind = "multi-label" if get_spec(name).multilabel else "multi-class"
-            return kind, "-", "-", "-", "[yellow]not found[/]", [f"[yellow]{name}[/]: {e}"]
+            spec = get_spec(name)
+            kind = "multi-label" if spec.multilabel else "multi-class"
+            return (
+                str(spec.num_classes),
+                kind,
+                "-",
+                "-",
+                "-",
+                "[yellow]not found[/]",
+                [f"[yellow]{name}[/]: {e}"],
+            )
     ds = get_dataset(name, data_root)
     events = getattr(ds, "events", None)
     parts, total, paths = [], 0, []
@@ -69,7 +78,15 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
     kind = (
         "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
     )
-    return kind, str(total), ", ".join(parts), _hours(paths), f"[green]{ds.root}[/]", notes
+    return (
+        str(ds.spec.num_classes),
+        kind,
+        str(total),
+        ", ".join(parts),
+        _hours(paths),
+        f"[green]{ds.root}[/]",
+        notes,
+    )
 
 
 @app.command("datasets")
@@ -90,7 +107,7 @@ def datasets_cmd(
     Exits 2 when a dataset is broken (a bad manifest, an unknown name, unreadable metadata); a built-in
     dataset that is simply not downloaded is only marked "not found", with the folders looked in.
     """
-    from probekit.datasets import ENV_VAR, data_roots, get_spec, list_datasets
+    from probekit.datasets import ENV_VAR, data_roots, list_datasets
     from probekit.errors import ProbekitError
 
     names = dataset or list_datasets()
@@ -109,13 +126,13 @@ def datasets_cmd(
     with console.status("listing clips..."):
         for name in names:
             try:
-                spec = get_spec(name)
-                kind, total, per_split, hours, location, more = _survey(name, data_root)
+                # a path's spec (hear:, folder:, ...) is read once, there, with the data root
+                classes, kind, total, per_split, hours, location, more = _survey(name, data_root)
             except ProbekitError as e:  # a bad manifest or name shows as a row, then the command fails
                 table.add_row(name, "-", "-", "-", "-", "-", "[red]error[/]")
                 errors.append(e)
                 continue
-            table.add_row(name, str(spec.num_classes), kind, total, per_split, hours, location)
+            table.add_row(name, classes, kind, total, per_split, hours, location)
             notes.extend(more)
     console.print(table)
     for note in notes:
