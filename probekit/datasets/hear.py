@@ -205,7 +205,11 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
     event = meta["embedding_type"] == "event"
     kfold = meta["split_mode"] in KFOLD_MODES
     nfolds = meta.get("nfolds") or 0
-    if kfold and not event and not 1 <= int(test_fold) <= nfolds:
+    try:
+        test_fold = int(test_fold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{spec.name} test_fold={test_fold!r} is not an integer") from None
+    if kfold and not event and not 1 <= test_fold <= nfolds:
         raise ConfigError(f"{spec.name} test_fold={test_fold} must be 1..{nfolds}")
     missing: dict[str, int] = {}
     per_file: dict[str, list] = {}  # HEAR split -> clips (scene) or event clips
@@ -263,8 +267,14 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
 
 
 def _scene_clip(where, fname, labels, index, multilabel, cid, path, split, fold) -> Clip:
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not labels:
+    ok = (str, int)  # hear-preprocess writes labels as strings; a numeric label (pitch) reads as its text
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(x, ok) and not isinstance(x, bool) for x in labels)
+    ):
         raise DatasetError(f"{where}: {fname!r} needs a non-empty list of labels, got {labels!r}")
+    labels = [str(x) for x in labels]
     unknown = [x for x in labels if x not in index]
     if unknown:
         raise DatasetError(f"{where}: {fname!r} has label {unknown[0]!r}, not in labelvocabulary.csv")
@@ -280,6 +290,7 @@ def _event_clip(where, fname, events, index, cid, path, split, duration) -> Even
     for e in events:
         if not isinstance(e, dict) or not {"label", "start", "end"} <= set(e):
             raise DatasetError(f"{where}: {fname!r}: each event needs label, start, end (ms), got {e!r}")
+        e = {**e, "label": str(e["label"])}
         if e["label"] not in index:
             raise DatasetError(f"{where}: {fname!r} has label {e['label']!r}, not in labelvocabulary.csv")
         try:
