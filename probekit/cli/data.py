@@ -18,26 +18,75 @@ _DATA_ROOT_HELP = (
 DataRootOption = Annotated[Path | None, typer.Option("--data-root", help=_DATA_ROOT_HELP)]
 
 
-def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, list[str]]:
-    """(total clips, clips per split, coloured location, warnings) of one dataset; ProbekitError when broken."""
+#: Above this many files the total duration is estimated from an evenly spaced sample (header reads only).
+_HOURS_EXACT = 20_000
+
+
+def _hours(paths: list) -> str:
+    """Total duration of `paths` in hours from the file headers; '~' marks an estimate from a sample."""
+    from probekit.datasets.events import file_duration
+
+    if not paths:
+        return "0"
+    step = max(1, len(paths) // _HOURS_EXACT)
+    sample = paths[::step]
+    secs = [d for d in (file_duration(p) for p in sample) if d is not None]
+    if not secs:
+        return "-"
+    total = sum(secs) / len(secs) * len(paths) if step > 1 or len(secs) < len(sample) else sum(secs)
+    return ("~" if step > 1 else "") + f"{total / 3600:.2f}"
+
+
+def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str, str, list[str]]:
+    """(classes, kind, total clips, clips per split, hours, coloured location, notes) of one dataset; ProbekitError when broken."""
     from probekit.datasets import find_root, get_dataset, get_spec
-    from probekit.datasets.manifest import PREFIX
+    from probekit.datasets.registry import PATH_PREFIXES
     from probekit.errors import ProbekitError
 
-    if not name.startswith(PREFIX):
+    if not name.startswith(PATH_PREFIXES):
         try:
             find_root(name, data_root)
-        except ProbekitError:
-            return "-", "-", "[yellow]not found[/]", [f"[yellow]{name}[/]: expected {get_spec(name).layout}"]
+        except ProbekitError as e:  # the message lists every folder tried
+            spec = get_spec(name)
+            kind = "multi-label" if spec.multilabel else "multi-class"
+            return (
+                str(spec.num_classes),
+                kind,
+                "-",
+                "-",
+                "-",
+                "[yellow]not found[/]",
+                [f"[yellow]{name}[/]: {e}"],
+            )
     ds = get_dataset(name, data_root)
-    parts, total = [], 0
+    events = getattr(ds, "events", None)
+    parts, total, paths = [], 0, []
     for split in ds.spec.splits:
-        n = len(ds.clips(split))
+        items = events(split) if events is not None else ds.clips(split)
+        n = len(items)
         miss = ds.missing.get(split, 0)
-        parts.append(f"{split} {n}" + (f" ({miss} missing)" if miss else ""))
+        extra = f" ({sum(len(c.events) for c in items)} events)" if events is not None else ""
+        parts.append(f"{split} {n}{extra}" + (f" ({miss} missing)" if miss else ""))
         total = n if split == "all" else total + (0 if "all" in ds.spec.splits else n)
+        if split == "all" or "all" not in ds.spec.splits:
+            paths.extend(c.path for c in items)
     notes = [f"[yellow]warning:[/] {w}" for w in ds.warnings]
-    return str(total), ", ".join(parts), f"[green]{ds.root}[/]", notes
+    about = "; ".join(x for x in (ds.spec.license and f"licence {ds.spec.license}",
+                                  ds.spec.citation and f"cite {ds.spec.citation}") if x)  # fmt: skip
+    if about:
+        notes.append(f"[cyan]{name}[/]: {about}")
+    kind = (
+        "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
+    )
+    return (
+        str(ds.spec.num_classes),
+        kind,
+        str(total),
+        ", ".join(parts),
+        _hours(paths),
+        f"[green]{ds.root}[/]",
+        notes,
+    )
 
 
 @app.command("datasets")
@@ -46,16 +95,19 @@ def datasets_cmd(
     dataset: Annotated[
         list[str] | None,
         typer.Option(
-            "--dataset", "-d", help="Only these datasets (repeatable); also takes manifest:PATH.csv."
+            "--dataset",
+            "-d",
+            help="Only these datasets (repeatable); also takes manifest:PATH.csv, "
+            "events:PATH.csv (strong labels), hear:DIR (a HEAR task folder) and folder:DIR (class folders).",
         ),
     ] = None,
 ) -> None:
-    """List the datasets probekit knows: classes, clips found per split, and where (or what is expected).
+    """List the datasets probekit knows: classes, clips found per split, hours, and where (or what is expected).
 
     Exits 2 when a dataset is broken (a bad manifest, an unknown name, unreadable metadata); a built-in
-    dataset that is simply not downloaded is only marked "not found".
+    dataset that is simply not downloaded is only marked "not found", with the folders looked in.
     """
-    from probekit.datasets import ENV_VAR, data_roots, get_spec, list_datasets
+    from probekit.datasets import ENV_VAR, data_roots, list_datasets
     from probekit.errors import ProbekitError
 
     names = dataset or list_datasets()
@@ -67,20 +119,20 @@ def datasets_cmd(
     table.add_column("kind")
     table.add_column("clips", justify="right")
     table.add_column("per split")
+    table.add_column("hours", justify="right")
     table.add_column("location", overflow="fold")
     notes: list[str] = []
     errors: list[ProbekitError] = []
     with console.status("listing clips..."):
         for name in names:
             try:
-                spec = get_spec(name)
-                total, per_split, location, more = _survey(name, data_root)
+                # a path's spec (hear:, folder:, ...) is read once, there, with the data root
+                classes, kind, total, per_split, hours, location, more = _survey(name, data_root)
             except ProbekitError as e:  # a bad manifest or name shows as a row, then the command fails
-                table.add_row(name, "-", "-", "-", "-", "[red]error[/]")
+                table.add_row(name, "-", "-", "-", "-", "-", "[red]error[/]")
                 errors.append(e)
                 continue
-            kind = "multi-label" if spec.multilabel else "multi-class"
-            table.add_row(name, str(spec.num_classes), kind, total, per_split, location)
+            table.add_row(name, classes, kind, total, per_split, hours, location)
             notes.extend(more)
     console.print(table)
     for note in notes:

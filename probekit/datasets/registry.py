@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit._registry import Registry
-from probekit.datasets import audioset, esc50, fsdd, manifest, speechcommands
+from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, manifest, speechcommands
 from probekit.datasets.base import Dataset, DatasetSpec
 from probekit.errors import DatasetError
 
@@ -45,9 +45,10 @@ def register_dataset(
     """Add a dataset: `open_fn(spec, root, **options) -> Dataset`; `detect(folder)` returns its root or None.
 
     A name registered twice is refused unless `replace=True`."""
-    if spec.name.startswith(manifest.PREFIX):
+    if spec.name.startswith(PATH_PREFIXES):
         raise DatasetError(
-            f"dataset name {spec.name!r} is reserved", hint=f"names starting {manifest.PREFIX!r} are manifests"
+            f"dataset name {spec.name!r} is reserved",
+            hint=f"names starting {', '.join(PATH_PREFIXES)} are paths",
         )
     entry = _Entry(spec, tuple(root_names) or (spec.name,), detect, open_fn)
     DATASETS.register(spec.name, entry, replace=replace)
@@ -55,6 +56,8 @@ def register_dataset(
 
 
 DATASET_SPECS: dict[str, DatasetSpec] = {}
+#: Names that are paths to user data: manifest:PATH.csv, events:PATH.csv (strong labels), hear:DIR, folder:DIR.
+PATH_PREFIXES = (manifest.PREFIX, events.PREFIX, hear.PREFIX, folder.PREFIX)
 for _name, _spec in audioset.SPECS.items():
     register_dataset(
         _spec, audioset.open_dataset, detect=audioset.detector(_name), root_names=audioset.ROOT_NAMES
@@ -78,9 +81,13 @@ def _entry(name: str) -> _Entry:
 
 
 def _manifest_path(name: str) -> Path:
-    text = name[len(manifest.PREFIX) :].strip()
+    prefix = next(p for p in PATH_PREFIXES if name.startswith(p))
+    text = name[len(prefix) :].strip()
     if not text:
-        raise DatasetError(f"{name!r} names no CSV file", hint="write manifest:PATH.csv")
+        what, path = (
+            ("CSV file", "PATH.csv") if prefix in (manifest.PREFIX, events.PREFIX) else ("folder", "DIR")
+        )
+        raise DatasetError(f"{name!r} names no {what}", hint=f"write {prefix}{path}")
     return Path(text).expanduser()
 
 
@@ -88,6 +95,10 @@ def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset, or of a manifest (`manifest:PATH.csv`, read and validated)."""
     if name.startswith(manifest.PREFIX):
         return manifest.parse_manifest(_manifest_path(name))[0]
+    if name.startswith(hear.PREFIX):
+        return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
+    if name.startswith(PATH_PREFIXES):
+        return get_dataset(name).spec
     return _entry(name).spec
 
 
@@ -128,8 +139,9 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
     """Open a dataset by name.
 
     Args:
-        name: a registered name (`list_datasets()`) or `manifest:PATH.csv` (PATH relative to the current
-            folder, else to the data root).
+        name: a registered name (`list_datasets()`), or a path to user data: `manifest:PATH.csv`,
+            `events:PATH.csv` (strong labels), `hear:DIR` (a HEAR task folder), `folder:DIR` (class
+            subfolders); PATH relative to the current folder, else to the data root.
         data_root: folder holding datasets; default $PROBEKIT_DATA.
         **options: `root=` (the dataset's own folder) and dataset options, e.g. `test_fold=` for esc50,
             `allow_missing=` for manifests.
@@ -137,14 +149,21 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
     Returns:
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
-    if name.startswith(manifest.PREFIX):
+    if name.startswith(PATH_PREFIXES):
         path = _manifest_path(name)
         if not path.is_absolute() and not path.exists():
             for base in data_roots(data_root):
                 if (base / path).exists():
                     path = base / path
                     break
-        ds = manifest.open_manifest(path, **options)
+        prefix = next(p for p in PATH_PREFIXES if name.startswith(p))
+        opener = {
+            manifest.PREFIX: manifest.open_manifest,
+            events.PREFIX: events.open_events_manifest,
+            hear.PREFIX: hear.open_dataset,
+            folder.PREFIX: folder.open_dataset,
+        }[prefix]
+        ds = opener(path, **options)
     else:
         root = options.pop("root", None)
         entry = _entry(name)

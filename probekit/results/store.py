@@ -42,7 +42,8 @@ def dataset_identity(dataset: Any) -> str | None:
     identifies it), else 12 hex digits of the manifest's resolved location and the content fingerprint of
     every split, so two projects' `manifest:m.csv` never share a record file or a leaderboard cell."""
     name = str(getattr(dataset, "name", ""))
-    if not name.startswith(MANIFEST_PREFIX):
+    # user data (manifest:, hear:, folder:, events:) carries its resolved location in spec.source
+    if not name.startswith(MANIFEST_PREFIX) and not getattr(getattr(dataset, "spec", None), "source", ""):
         return None
     # Dataset.identity holds the manifest's resolved location; the fingerprints add its content.
     prints = [[s, dataset.fingerprint(s)] for s in dataset.spec.splits]
