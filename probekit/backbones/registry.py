@@ -224,6 +224,15 @@ def get_backbone(
         raise BackboneError(f"backbone {name!r} ({entry.source}) does not accept option(s) {dropped}")
     from probekit.backbones.weights import converter, resolve_weights, safe_load_path
 
+    if is_prefixed_name(name):  # hf:<folder or id>: the name itself says where the weights are
+        if weights not in (None, "pretrained"):
+            raise BackboneError(f"backbone {name!r} takes its weights from the name, not --weights {weights!r}",
+                                hint="point the name at another folder or Hub id instead")
+        bb = entry.factory(checkpoint, **passed) if checkpoint is not None else entry.factory(**passed)
+        missing = missing_members(bb)
+        if missing:
+            raise BackboneError(f"backbone {name!r} returned {type(bb).__name__}, missing {missing}")
+        return bb
     resolved = resolve_weights(name, weights, checkpoint=checkpoint, progress=progress)
     if resolved.kind in ("random", "none"):
         bb = entry.factory(**passed)
