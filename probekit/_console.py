@@ -19,6 +19,7 @@ wrap between words, and when even that does not fit, it is printed as several ta
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import sys
@@ -36,7 +37,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["Bar", "interval", "natural_width", "print_table", "quiet", "set_quiet"]
+__all__ = ["Bar", "StderrHandler", "current_log_level", "interval", "log_level_of", "natural_width", "print_table",
+           "quiet", "route_logs", "set_quiet"]
 
 ENV_INTERVAL = "PROBEKIT_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 30.0
@@ -278,8 +280,8 @@ def print_table(table, console=None, *, keep: int = 1) -> None:
     if full <= console.width:
         console.print(table)
         return
-    for col in table.columns[:keep]:
-        col.no_wrap = True
+    for i, col in enumerate(table.columns):  # identifiers on one line; other cells wrap between words
+        col.no_wrap = i < keep
     if _fit(table, console.width) or len(table.columns) <= keep + 1:
         console.print(table)
         return
@@ -299,3 +301,59 @@ def print_table(table, console=None, *, keep: int = 1) -> None:
             col.width = None
         _fit(part, console.width)
         console.print(part)
+
+
+# ---------------------------------------------------------------------------------------------- log lines
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ENV_LOG_LEVEL = "PROBEKIT_LOG_LEVEL"
+
+
+def log_level_of(level: str | int | None = None) -> int:
+    """A logging level from a name (argument, else $PROBEKIT_LOG_LEVEL, else warning); ConfigError naming it."""
+    if isinstance(level, int):
+        return level
+    text = (level or os.environ.get(ENV_LOG_LEVEL) or "warning").strip().lower()
+    if text not in LOG_LEVELS:
+        from probekit.errors import ConfigError
+
+        raise ConfigError(f"log level {text!r} is unknown", hint=f"use one of: {', '.join(LOG_LEVELS)}")
+    return getattr(logging, text.upper())
+
+
+class StderrHandler(logging.Handler):
+    """One line per record on the current sys.stderr (looked up at each record: tests swap it):
+    `optuna: message`, `probekit: message`, or `warning: message` for a Python warning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.name == "py.warnings":  # 'file.py:12: UserWarning: text\n  source line' -> the text
+                first = record.getMessage().splitlines()[0] if record.getMessage() else ""
+                text = "warning: " + first.split(": ", 2)[-1] if first.count(": ") >= 2 else f"warning: {first}"
+            else:
+                text = f"{record.name.split('.')[0]}: {record.getMessage()}"
+            print(text, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+def route_logs(level: str | int | None = None) -> int:
+    """For the CLI: probekit's log records and Python warnings (torch, zarr, ...) as one stderr line each,
+    shown from `level` up (default $PROBEKIT_LOG_LEVEL, else warning). Optuna joins when tuning
+    (`probekit.tune.logs.route_optuna_logging`). Returns the level."""
+    lvl = log_level_of(level)
+    _state["log_level"] = lvl
+    logging.captureWarnings(True)
+    for name in ("probekit", "py.warnings"):
+        logger = logging.getLogger(name)
+        handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
+        if handler is None:
+            handler = StderrHandler()
+            logger.addHandler(handler)
+        handler.setLevel(lvl)
+        logger.setLevel(lvl)
+    return lvl
+
+
+def current_log_level() -> int | None:
+    """The level `route_logs` set in this process (None when it was not called)."""
+    return _state.get("log_level")
