@@ -3,9 +3,10 @@
 Progress (`Bar`), used by extraction, probe training (`fit`), tuning and pretraining:
 
 * on a terminal (stderr is a TTY): a rich live bar with done/total, rate, elapsed and ETA;
-* anywhere else (a pipe, a log file, a cluster job): one plain line on stderr at the start, then every
-  `PROBEKIT_PROGRESS_INTERVAL` seconds (default 30) or every 5 % of the work, whichever comes first, and
-  one at the end, each with done/total, the measured rate and the ETA it implies;
+* anywhere else (a pipe, a log file, a cluster job): one plain line on stderr every
+  `PROBEKIT_PROGRESS_INTERVAL` seconds (default 30) or every 5 % of the work, whichever comes first (5 %
+  lines at most every interval/10 s, so a task of a few seconds stays quiet), and one at the end, each
+  with done/total, the measured rate and the ETA it implies;
 * nothing at all under `set_quiet(True)` (the CLI's --quiet) or with `enabled=False` (--no-progress).
 
 The rate is measured over this run's own work (a resumed run does not count the steps it skipped).
@@ -124,9 +125,9 @@ class Bar:
             self._start_live(transient)
         elif self.mode == "lines":
             self.every = interval()
+            self.floor = min(self.every / 10, 3.0)  # 5 % lines at most this often: a quick task stays quiet
             self._last_t, self._last_bucket = self.t0, self._bucket()
-            self._emitted_at = self.completed
-            self._line("started")
+            self._lines = 0
 
     # ---- a terminal: rich
     def _start_live(self, transient: bool) -> None:
@@ -179,7 +180,8 @@ class Bar:
         if self.info:
             text += f" | {self.info}"
         print(text, file=sys.stderr, flush=True)
-        self._last_t, self._last_bucket, self._emitted_at = time.perf_counter(), self._bucket(), self.completed
+        self._last_t, self._last_bucket = time.perf_counter(), self._bucket()
+        self._lines += 1
 
     def update(self, completed: int | None = None, *, advance: int = 0, info: str | None = None,
                total: int | None = None) -> None:
@@ -197,7 +199,8 @@ class Bar:
             return
         now = time.perf_counter()
         unfinished = not self.total or self.completed < self.total  # the end gets its own "done" line
-        if unfinished and (now - self._last_t >= self.every or self._bucket() > self._last_bucket):
+        since = now - self._last_t
+        if unfinished and (since >= self.every or (self._bucket() > self._last_bucket and since >= self.floor)):
             self._line()
 
     def close(self) -> None:
@@ -206,7 +209,7 @@ class Bar:
         self._closed = True
         if self.mode == "live":
             self._progress.stop()
-        elif self.mode == "lines":
+        elif self.mode == "lines" and (self._lines or time.perf_counter() - self.t0 >= self.floor):
             finished = bool(self.total) and self.completed >= self.total
             self._line("done" if finished else "stopped")
 

@@ -376,7 +376,7 @@ def _run(p: Plan, store: TokenStore, pending: list[int], n_workers: int, run: Ru
                     valid[okn] = lt.valid_rows.cpu().numpy()
                 writer.put((rows.numpy(), arrays, valid, failed))
                 produced += sum(a.nbytes for a in arrays.values())
-                bar.update(advance=B, info=f"{produced / 1e6:.1f} MB of tokens")
+                bar.update(advance=B, info=f"{produced / 1e6:.4g} MB of tokens")
         writer.close()
     except BaseException as e:
         writer.abort = True  # drop queued batches; a shard being written still completes or is redone
