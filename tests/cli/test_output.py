@@ -175,3 +175,28 @@ def test_help_is_consistent(capsys):
         assert "--no-progress" in text and "--quiet" in text, cmd
     assert main(["check-backbone", "--help"]) == 0
     assert "[default: auto]" in capsys.readouterr().out
+
+
+def _tune_args(tiny: Path, *more: str) -> list[str]:
+    return ["tune", "linear", "--backbone", "bat-tiny", "--dataset", f"manifest:{tiny / 'm.csv'}",
+            "--cache-dir", str(tiny / "cache"), "--results-dir", str(tiny / "results"), "--trials", "2",
+            "--startup", "2", "--pruner", "none", "--seeds", "1", "--only", "lr", "--set", "steps=30",
+            "--set", "batch_size=8", *more]
+
+
+def test_tune_in_a_log_prints_trial_heartbeats_and_says_why_no_ci(tiny, capsys, monkeypatch):
+    monkeypatch.setenv("PROBEKIT_PROGRESS_INTERVAL", "0")  # a line at every update
+    assert main(_tune_args(tiny, "--study", "log-test")) == 0
+    out, err = capsys.readouterr()
+    beats = [m for m in map(HEARTBEAT.match, err.splitlines()) if m and m["unit"] == "trials"]
+    assert beats and beats[-1]["done"] == "2" and beats[-1]["total"] == "2", err
+    assert "best:" in err  # each line carries the best trial so far
+    assert "…" not in out and "needs >= 2 seeds" in out  # one seed: no interval, and it says why
+
+
+def test_tune_json_to_stdout_is_the_result_only(tiny, capsys):
+    assert main(_tune_args(tiny, "--study", "json-test", "--json", "-")) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["study_name"] == "json-test" and set(doc["best_params"]) == {"lr"} and len(doc["seeds"]) == 1
+    assert "[probekit]" not in err
