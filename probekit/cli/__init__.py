@@ -80,8 +80,9 @@ DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
 
 def output_mode(progress: bool, quiet: bool, json_out: bool = False) -> bool:
     """Apply --quiet/--json to every progress display of this run; returns whether to show progress."""
-    from probekit._console import set_quiet
+    from probekit._console import interval, set_quiet
 
+    interval()  # a bad $PROBEKIT_PROGRESS_INTERVAL is refused now, not after minutes of extraction
     silent = quiet or json_out
     set_quiet(silent)
     return progress and not silent

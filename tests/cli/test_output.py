@@ -200,3 +200,10 @@ def test_tune_json_to_stdout_is_the_result_only(tiny, capsys):
     doc = json.loads(out)
     assert doc["study_name"] == "json-test" and set(doc["best_params"]) == {"lr"} and len(doc["seeds"]) == 1
     assert "[probekit]" not in err
+
+
+def test_a_bad_interval_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PROBEKIT_PROGRESS_INTERVAL", "soon")
+    assert main(["extract", "--backbone", "bat-tiny", "--dataset", "fsdd", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "PROBEKIT_PROGRESS_INTERVAL='soon'" in err and not list(tmp_path.iterdir())
