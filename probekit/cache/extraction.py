@@ -25,17 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# imported with the module, not when the first shard starts: a run's timing then starts with its work
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from probekit._console import Bar
 
 from probekit.cache.codec import encode_for_storage, storage_dtype
 from probekit.cache.disk import disk_full_error, fmt_bytes, free_bytes, is_disk_full
@@ -118,25 +108,6 @@ class _Writer(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
-
-
-def _progress(enabled: bool):
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed or 0:.1f} clips/s")
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TextColumn("{task.fields[mb]:.1f} MB of tokens"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def _provenance(p: Plan, batch_size: int, workers: int) -> dict:
@@ -372,8 +343,7 @@ def _run(p: Plan, store: TokenStore, pending: list[int], n_workers: int, run: Ru
     sdt = storage_dtype(layout.dtype)
     produced = 0  # token bytes handed to the writer; counted per batch, as shards are written whole at their end
     try:
-        with _progress(run.progress) as bar:
-            task = bar.add_task(f"extract {p.dataset.spec.name}/{p.split}", total=total, mb=0.0)
+        with Bar(f"extract {p.dataset.spec.name}/{p.split}", total, unit="clips", enabled=run.progress) as bar:
             for rows, feats, valid_frames, ok, errors in loader:
                 failed = [{"index": int(i), "id": ids[int(i)], "error": msg} for i, msg in errors]
                 if failed and run.on_error == "fail":
@@ -406,7 +376,7 @@ def _run(p: Plan, store: TokenStore, pending: list[int], n_workers: int, run: Ru
                     valid[okn] = lt.valid_rows.cpu().numpy()
                 writer.put((rows.numpy(), arrays, valid, failed))
                 produced += sum(a.nbytes for a in arrays.values())
-                bar.update(task, advance=B, mb=produced / 1e6)
+                bar.update(advance=B, info=f"{produced / 1e6:.4g} MB of tokens")
         writer.close()
     except BaseException as e:
         writer.abort = True  # drop queued batches; a shard being written still completes or is redone

@@ -12,6 +12,23 @@ import sys
 import typer
 from rich.console import Console
 
+
+def _hide_flag_types() -> None:
+    """typer >= 0.2x shows `<bool>` after every flag (`--debug <bool>`); a flag takes no value, so show none."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another typer layout: keep its help as it is
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="probekit",
     help="Probe frozen self-supervised audio models: extract tokens once, train CGP/Protobin/linear probes, compare.",
@@ -28,6 +45,7 @@ _state = {"debug": False}
 _COMMAND_MODULES: tuple[str, ...] = (
     "probekit.cli.data",
     "probekit.cli.backbones",
+    "probekit.cli.probes",
     "probekit.cli.cache",
     "probekit.cli.tune",
     "probekit.cli.results",
@@ -37,8 +55,37 @@ _COMMAND_MODULES: tuple[str, ...] = (
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    log_level: str | None = typer.Option(
+        None, "--log-level",
+        help="Log lines of probekit and the libraries it drives (optuna, Python warnings) on stderr at this level: "
+        "debug, info, warning (default; $PROBEKIT_LOG_LEVEL), error.",
+    ),
+) -> None:
     _state["debug"] = debug
+    from probekit._console import route_logs, set_quiet
+
+    set_quiet(False)  # per invocation (tests run several in one process); --quiet/--json set it again
+    route_logs(log_level)
+
+
+# Options shared by every long command (extract, probe, tune, pretrain, demo): one wording everywhere.
+PROGRESS_HELP = ("Show progress: a live bar on a terminal; in a pipe or log file one line every ~30 s or 5 % "
+                 "with rate and ETA ($PROBEKIT_PROGRESS_INTERVAL seconds).")
+QUIET_HELP = "Print only the result: no progress, no notes (errors still go to stderr)."
+JSON_HELP = "Print the result as JSON on stdout and nothing else (implies --quiet)."
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
+
+
+def output_mode(progress: bool, quiet: bool, json_out: bool = False) -> bool:
+    """Apply --quiet/--json to every progress display of this run; returns whether to show progress."""
+    from probekit._console import interval, set_quiet
+
+    interval()  # a bad $PROBEKIT_PROGRESS_INTERVAL is refused now, not after minutes of extraction
+    silent = quiet or json_out
+    set_quiet(silent)
+    return progress and not silent
 
 
 def _load_commands() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from probekit.cli import app, console
+from probekit._console import print_table
+from probekit.cli import DEVICE_HELP, JSON_HELP, app, console
 
 
 def _human(n: int) -> str:
@@ -28,6 +29,7 @@ def _short_citation(citation: str) -> str:
 @app.command("backbones")
 def backbones_cmd(
     pattern: str | None = typer.Argument(None, help="Only names matching this pattern, e.g. 'eat*'."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List registered backbones: parameters, width, layers, heads, frontend, training data, citation.
 
@@ -48,6 +50,13 @@ def backbones_cmd(
     ):
         table.add_column(col, **kw)
     names = list_backbones(pattern)
+    if json_out:
+        import dataclasses
+        import json
+
+        cards = [{"name": n, **dataclasses.asdict(backbone_card(n))} for n in names]
+        console.print(json.dumps(cards, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
+        return
     for name in names:
         c = backbone_card(name)
         table.add_row(
@@ -60,7 +69,7 @@ def backbones_cmd(
             ", ".join(c.training_data) or "-",
             _short_citation(c.citation),
         )
-    console.print(table)
+    print_table(table, console)
     if not names:
         console.print(f"[yellow]no backbone matches {pattern!r}[/]")
 
@@ -119,7 +128,7 @@ def check_backbone_cmd(
     use_ema: bool = typer.Option(False, "--use-ema", help="Load the EMA teacher where the file has one."),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads override."),
     seconds: float = typer.Option(1.0, "--seconds", help="Length of the test clips."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_nonfinite: bool = typer.Option(
         False, "--allow-nonfinite", help="Load weights holding NaN/Inf (refused by default: they poison every token)."
     ),
@@ -144,7 +153,7 @@ def check_backbone_cmd(
     table.add_column("detail", overflow="fold")
     for r in results:
         table.add_row(r.check, "[green]ok[/]" if r.ok else "[bold red]FAIL[/]", r.detail)
-    console.print(table)
+    print_table(table, console)
     failed = [r for r in results if not r.ok]
     if failed:
         from probekit.errors import BackboneError
@@ -184,4 +193,4 @@ def checkpoint_info_cmd(
     ]
     for k, v in rows:
         table.add_row(k, v)
-    console.print(table)
+    print_table(table, console)

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from probekit.cli import app, console
+from probekit._console import print_table
+from probekit.cli import DEVICE_HELP, JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 from probekit.errors import CacheError
 
 cache_app = typer.Typer(help="Inspect, verify and remove token stores.", no_args_is_help=True)
@@ -28,7 +29,7 @@ def extract_command(
     layers: str = typer.Option("all", "--layers", help="all, last, or block indices like 0,5,11."),
     dtype: str = typer.Option("float16", "--dtype", help="float16 | bfloat16 | float32 | int8."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding workers (default cores-1)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process does shards i, i+n, ..."),
     on_error: str = typer.Option("skip", "--on-error", help="skip (record failed clips) or fail."),
@@ -39,7 +40,10 @@ def extract_command(
     seed: int = typer.Option(0, "--seed", help="Init seed of --weights random."),
     force: bool = typer.Option(False, "--force", help="Delete an existing store with this key first."),
     ignore_disk_space: bool = typer.Option(False, "--ignore-disk-space", help="Start even if it will not fit."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP + " --no-progress prints "
+                                  "each store's path instead of its summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints each store's path."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " One summary per split."),
     allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Load NaN/Inf weights and store NaN/Inf tokens (default: refuse both)."),
     verify: bool | None = typer.Option(None, "--verify/--no-verify",
                                        help="Re-hash finished shards first (default: when the store is complete)."),
@@ -50,8 +54,10 @@ def extract_command(
     from probekit.cache.extraction import dry_run_of
     from probekit.datasets import get_dataset
 
+    show = output_mode(progress, quiet, json_out)
+    chatty = progress and not (quiet or json_out)  # summaries and notes besides the bar
     tokens = TokenSpec(layers=layers, dtype=dtype, frontend_style=frontend_style, autocast=autocast)
-    run = RunOptions(device=device, workers=workers, batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+    run = RunOptions(device=device, workers=workers, batch_size=batch_size, cache_dir=cache_dir, progress=show,
                      on_error=on_error, shard=shard, ignore_disk_space=ignore_disk_space,
                      allow_nonfinite=allow_nonfinite, verify=verify)
     # --on-error skip: a manifest's absent files become failed clips that name the file (fail: refused up front)
@@ -59,17 +65,26 @@ def extract_command(
     ds = get_dataset(dataset, data_root=data_root, **opts)
     bb = get_backbone(backbone, checkpoint=checkpoint, seed=seed, trust_checkpoint=trust_checkpoint,
                       allow_nonfinite=allow_nonfinite, weights=weights)
+    results = []
     for s in split or list(ds.spec.splits):
         p = plan(bb, ds, s, tokens, run)
         if dry_run:
-            if progress:
-                print_dry_run(dry_run_of(p, run))
+            report = dry_run_of(p, run)
+            if json_out:
+                import dataclasses
+
+                results.append({**dataclasses.asdict(report), "needed": report.needed, "fits": report.fits})
+            elif chatty:
+                print_dry_run(report)
             continue
         done = run_extraction(p, run, force=force)
-        if done.repaired and progress:
+        if json_out:
+            results.append({**done.store.summary(), "cache_hit": done.cache_hit, "failed_clips": done.store.failed_counts()["failed"]})
+            continue
+        if done.repaired and chatty:
             console.print(f"[yellow]re-extracted {len(done.repaired)} shard(s)[/]: "
                           + "; ".join(done.repaired[j] for j in sorted(done.repaired)[:3]), highlight=False)
-        if not progress:
+        if not chatty:
             console.print(str(done.store.path), highlight=False)
             _warn_failed(done.store)
         elif done.cache_hit:
@@ -79,6 +94,10 @@ def extract_command(
                 console.print(f"resumed with the store's batch size {done.resumed_batch_size} "
                               "(bitwise-identical results)")
             print_summary(done.store)
+    if json_out:
+        import json
+
+        console.print(json.dumps(results, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
 
 
 def _warn_failed(store) -> None:
@@ -100,7 +119,7 @@ def print_dry_run(report) -> None:
         t.add_column(col, justify="right" if col == "size" else "left")
     for r in report.rows:
         t.add_row(r["layers"], r["dtype"], fmt_bytes(r["bytes"]), "[bold green]<- chosen[/]" if r["chosen"] else "")
-    console.print(t)
+    print_table(t, console)
     verdict = "[green]fits[/]" if report.fits else "[bold red]does not fit[/]"
     console.print(
         f"store: {report.path}\nneeded {fmt_bytes(report.needed)} (already on disk {fmt_bytes(report.existing)}), "
@@ -120,7 +139,7 @@ def print_summary(store) -> None:
         t.add_row(k, str(s[k]))
     t.add_row("size", fmt_bytes(s["bytes"]))
     t.add_row("failed clips", str(len(failed)))
-    console.print(t)
+    print_table(t, console)
     for f in failed[:20]:
         console.print(f"  [yellow]failed[/] {f['id']}: {f['error']}", highlight=False)
     if len(failed) > 20:
@@ -172,16 +191,24 @@ def _find(ref: str, cache_dir: Path | None) -> Path:
 @cache_app.command("ls")
 def ls_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Store root (default $PROBEKIT_CACHE)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " Every store's full summary."),
 ) -> None:
-    """List stores with their provenance and size."""
+    """List stores with their provenance and size (never cut: a narrow terminal gets several tables)."""
     from probekit.cache.disk import fmt_bytes
     from probekit.cache.keys import default_cache_dir
 
     stores, others = _scan(cache_dir)
+    if json_out:
+        import json
+
+        rows = [st.summary() for st in stores] + [{"path": str(p), "error": why} for p, why, _ in others]
+        console.print(json.dumps(rows, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
+        return
     t = Table(title=f"token stores in {cache_dir or default_cache_dir()}", caption="`probekit cache rm STORE` takes the store column")
     for col in ("store", "backbone", "weights", "dataset/split", "clips", "layers", "grid x dim", "dtype",
                 "state", "failed", "size", "created"):
-        t.add_column(col, justify="right" if col in ("clips", "size", "failed") else "left")
+        t.add_column(col, justify="right" if col in ("clips", "size", "failed") else "left",
+                     no_wrap=col in ("store", "backbone", "weights"))  # identifiers a user types: never cut
     for st in stores:
         s = st.summary()
         state = "[green]complete[/]" if s["complete"] else f"[yellow]partial {s['done']}[/]"
@@ -191,7 +218,7 @@ def ls_command(
                   state, str(s["failed"]), fmt_bytes(s["bytes"]), s["created"])
     for p, why, _ in others:  # listed, not hidden: a damaged store must be visible (`cache rm` takes its name)
         t.add_row(p.name, "", "", "", "", "", "", "", f"[red]{why}[/]", "", "", "")
-    console.print(t)
+    print_table(t, console)
 
 
 @cache_app.command("du")
@@ -218,7 +245,7 @@ def du_command(
         t.add_row(b, d, str(n), fmt_bytes(size))
     t.add_row("[bold]total", "", str(sum(v[0] for v in totals.values())),
               f"[bold]{fmt_bytes(sum(v[1] for v in totals.values()))}")
-    console.print(t)
+    print_table(t, console)
     console.print(f"free on that disk: {fmt_bytes(free_bytes(root))}", highlight=False)
 
 
@@ -229,8 +256,7 @@ def verify_command(
     checksums: bool = typer.Option(True, "--checksums/--no-checksums", help="Re-read and hash every shard."),
 ) -> None:
     """Check completeness and checksums; exits 1 when a store has problems."""
-    from rich.progress import Progress
-
+    from probekit._console import Bar
     from probekit.cache.store import TokenStore
 
     if stores:
@@ -250,13 +276,12 @@ def verify_command(
     for p, why, damage in others:
         bad += damage
         t.add_row(p.name, ("[red]" if damage else "[yellow]") + why)
-    with Progress(console=console, transient=True) as prog:
-        for st in targets:
-            task = prog.add_task(st.path.name[:40], total=st.layout.num_shards)
-            problems = st.verify(checksums=checksums, progress=lambda task=task: prog.advance(task))
+    for st in targets:
+        with Bar(f"verify {st.path.name}", st.layout.num_shards, unit="shards", transient=True) as bar:
+            problems = st.verify(checksums=checksums, progress=lambda bar=bar: bar.update(advance=1))
             bad += bool(problems)
             t.add_row(st.path.name, "[green]ok[/]" if not problems else "[red]" + "; ".join(problems))
-    console.print(t)
+    print_table(t, console)
     if bad:
         raise typer.Exit(1)
 

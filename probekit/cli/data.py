@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from probekit._console import print_table
 from probekit.cli import app, console
 
 _DATA_ROOT_HELP = (
@@ -134,7 +135,7 @@ def datasets_cmd(
                 continue
             table.add_row(name, classes, kind, total, per_split, hours, location)
             notes.extend(more)
-    console.print(table)
+    print_table(table, console)
     for note in notes:
         console.print(note, soft_wrap=False)
     for e in errors[1:]:
@@ -278,7 +279,7 @@ def doctor_cmd(
             except ProbekitError:
                 pass
         row("datasets found", "; ".join(found) or "none", None if not found else True)
-    console.print(table)
+    print_table(table, console)
     if problems:
         console.print(f"[bold red]{problems} problem(s) found[/]")
         raise typer.Exit(1)

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from probekit.cli import app, console
+from probekit._console import print_table
+from probekit.cli import DEVICE_HELP, JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 
 
 def build_config(name: str, sets: list[str], **direct):
@@ -39,7 +40,7 @@ def pretrain_command(
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset to pretrain on (its train split)."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root directory."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run directory (default runs/pretrain/<config>)."
+        None, "--run-dir", "--out", help="Run directory: checkpoints, log.csv (default runs/pretrain/<config>)."
     ),
     steps: int | None = typer.Option(
         None, "--steps", help="Total optimizer steps (sets the schedule length)."
@@ -50,24 +51,30 @@ def pretrain_command(
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Wall-clock budget; checkpoint and export when spent."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --run-dir."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Clips per process per micro-batch."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
     num_workers: int | None = typer.Option(None, "--num-workers", help="Decoding workers."),
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the initialisation, masks and data order (default: the config's run.seed)."
+    ),
     probe_every: int | None = typer.Option(None, "--probe-every", help="Fast probe every N steps (0: off)."),
     output: Path | None = typer.Option(
-        None, "--output", help="Exported encoder path (default OUT/<config>.safetensors)."
+        None, "--output", "-o", help="Exported encoder file (default RUN_DIR/<config>.safetensors)."
     ),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     sets: list[str] = typer.Option([], "--set", help="Override any field: --set optim.lr=1e-3 (repeatable)."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config and exit."),
-    no_progress: bool = typer.Option(
-        False, "--no-progress", help="No progress bar (logs still go to OUT/log.csv)."
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help=PROGRESS_HELP + " Every log row also goes to RUN_DIR/log.csv."
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the result table."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pretrain a BAT encoder (EMA teacher, inverse block masking); export a checkpoint the BAT backbone loads.
+
+    -o/--output is the exported encoder file (in every command -o names the output file); the run directory is --run-dir (formerly --out, still accepted).
 
     Multi-GPU: torchrun --nproc_per_node=4 -m probekit.pretrain --config bat-base --data-root /data/audioset
     """
@@ -90,6 +97,7 @@ def pretrain_command(
     if show:
         console.print_json(json.dumps(cfg.to_dict()))
         return
+    show_progress = output_mode(progress, quiet, json_out)
     from probekit.pretrain.train import pretrain
 
     run_dir = out if out is not None else Path("runs") / "pretrain" / cfg.name
@@ -101,10 +109,16 @@ def pretrain_command(
         stop_after=stop_after,
         max_minutes=max_minutes,
         output=output,
-        progress=not no_progress,
+        progress=show_progress,
         threads=threads,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
+    if json_out:
+        doc = {"config": cfg.name, "step": result.step, "steps": cfg.optim.steps, "last_loss": result.last_loss,
+               "seconds": result.seconds, "log_csv": result.log_csv, "checkpoint": result.checkpoint,
+               "best_checkpoint": result.best_checkpoint, "run_dir": run_dir}
+        console.print(json.dumps(doc, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
         return
     t = Table(title=f"pretrain {cfg.name}", show_header=False)
     t.add_row("steps", f"{result.step} / {cfg.optim.steps}")
@@ -116,7 +130,7 @@ def pretrain_command(
     )
     if result.best_checkpoint:
         t.add_row("best (probe)", str(result.best_checkpoint))
-    console.print(t)
+    print_table(t, console)
 
 
 @app.command("pretrain-configs")
@@ -138,7 +152,7 @@ def pretrain_configs_command() -> None:
             str(c.optim.steps),
             c.description,
         )
-    console.print(t)
+    print_table(t, console)
 
 
 __all__ = ["build_config", "pretrain_command", "pretrain_configs_command"]

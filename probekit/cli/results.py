@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from probekit.cli import app, console
+from probekit.cli import DEVICE_HELP, JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 
 plot_app = typer.Typer(help="Figures from result records (PNG/SVG/PDF by the file suffix).", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
@@ -182,7 +182,7 @@ def run_table(records, *, title: str = "Result"):
 
     t = Table(title=title, header_style="bold")
     for c in ("backbone", "dataset", "probe", "protocol", "metric", "score", "seeds", "train s"):
-        t.add_column(c, justify="right" if c in ("score", "train s") else "left", overflow="fold")
+        t.add_column(c, justify="right" if c in ("score", "train s") else "left")
     for r in records:
         st = r.aggregate[r.metric]
         score = f"{st.mean:.2f}" + (f" ± {st.std:.2f}" if st.n > 1 else "")
@@ -208,7 +208,7 @@ def probe_cmd(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Token caches (default: $PROBEKIT_CACHE)."),
     results_dir: Path | None = _RESULTS,
     online: bool = typer.Option(False, "--online", help="Run the frozen backbone per batch instead of caching tokens."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:1, ..."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     settings: list[str] | None = typer.Option(None, "--set", help="key=value: a probe hyperparameter or training setting (repeatable)."),
     layers: str = typer.Option("all", "--layers", help="Layers to extract when the cache is missing: all, last, 0,5,11."),
     dtype: str = typer.Option("float16", "--dtype", help="Cache dtype when extracting: float16, bfloat16, float32, int8."),
@@ -219,6 +219,9 @@ def probe_cmd(
     trials: int = typer.Option(50, "--trials", help="Trials of the --tune search."),
     allow_partial_test: bool = typer.Option(False, "--allow-partial-test", help="Score the test clips that remain when some failed to extract (the record says how many)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, steps, estimated time, cache size) and exit without training."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the result table."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " The result record(s), as written to disk."),
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -230,9 +233,10 @@ def probe_cmd(
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
     from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
-    from probekit.results.leaderboard import leaderboard, show
+    from probekit.results.leaderboard import leaderboard
     from probekit.results.store import load_records
 
+    show = output_mode(progress, quiet, json_out)
     hparams, overrides = split_settings(probe, settings)
     if prototypes is not None:
         names = get_probe_class(probe).hparam_names()
@@ -250,22 +254,34 @@ def probe_cmd(
         # failed clips and class coverage are said before training, one 'warning:' line each
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: err_console.print(
-            f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True, markup=False)
         res = evaluate(
             bb, datasets=[dataset], probes=[probe],
             tokens=TokenSpec(layers=layers, dtype=dtype),
-            run=RunOptions(device=device, batch_size=batch_size, cache_dir=cache_dir),
+            run=RunOptions(device=device, batch_size=batch_size, cache_dir=cache_dir, progress=show),
             train=TrainOptions(protocol=protocol, seeds=seeds, hparams=hparams, overrides=overrides,
                                allow_partial_test=allow_partial_test),
             tune=TuneOptions(trials=trials) if tune else False,
             online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
             data_root=data_root, dry_run=dry_run, write=not dry_run,
-            log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False),
+            log=None if (quiet or json_out) else
+            (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)),
         )
     if dry_run:
         console.print("dry run: nothing trained, no record written", highlight=False)
         return
-    console.print(run_table(res.records))
+    if json_out:  # the records exactly as written to disk, one JSON document
+        import json
+
+        docs = [json.loads(r.to_json()) for r in res.records]
+        console.print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2), markup=False, highlight=False,
+                      soft_wrap=True)
+        return
+    from probekit._console import print_table
+
+    print_table(run_table(res.records), console)
+    if quiet:
+        return
     for p in res.paths:
         console.print(f"record: {p}", highlight=False, soft_wrap=True)
     rec = res.records[0]
@@ -276,7 +292,9 @@ def probe_cmd(
                             published=True)
     _warnings_to_stderr(caught)
     if len(board.index) > 1:
-        show(board, console, title=f"{probe} on {rec.dataset}: reproduced and reported")
+        from probekit.results.leaderboard import show as show_board
+
+        show_board(board, console, title=f"{probe} on {rec.dataset}: reproduced and reported")
     if probe in ("cgp", "lcgp", "layers"):
         console.print(f"[dim]figure: probekit plot gates --dataset {rec.dataset}"
                       + (f" --results-dir {results_dir}" if results_dir else "") + "[/]", highlight=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from probekit.cli import app, console
+from probekit.cli import JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 from probekit.errors import ConfigError
 
 
@@ -105,18 +105,25 @@ def tune_cmd(
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Held-out part of train without a validation split."),
     timeout: float | None = typer.Option(None, "--timeout", help="Start no new trial after this many seconds."),
     seed: int = typer.Option(0, "--seed", help="Sampler and trial seed."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the result as JSON to this file; `--json -`: " + JSON_HELP[0].lower() + JSON_HELP[1:]),
     results_dir: Path | None = typer.Option(
         None, "--results-dir", help="Result records and studies/ (default: $PROBEKIT_RESULTS or ./results)."
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", help="Optuna's log lines: debug, info, warning (default; $PROBEKIT_LOG_LEVEL), error."
+        None, "--log-level", help="Optuna's log lines: debug, info, warning (default: the root --log-level, "
+        "$PROBEKIT_LOG_LEVEL or warning), error."
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No live table."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP + " On a terminal: a live "
+                                  "table of trials."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the best trial and the test score."),
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
     from probekit.tune.logs import cli_log_handler
 
+    to_stdout = json_out is not None and str(json_out) == "-"
+    no_progress = not output_mode(progress, quiet, to_stdout)
+    quiet = quiet or to_stdout
     cli_log_handler(log_level)
     if show is not None:
         _show(show, storage, results_dir)
@@ -167,16 +174,36 @@ def tune_cmd(
     url = storage or default_storage_url(name, results_dir)
     the_study = run_search(plan, study_name=name, storage=url, fresh=fresh)
     result = finish(plan, the_study, retrain_best(plan, the_study, test), url)
-    print_summary(summarize_study(url, name), console)
+    if to_stdout:
+        _write_record(result, bb, dataset, train, test, data_root, results_dir, say=False)
+        console.print(json.dumps(result.to_dict(), indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
+        return
+    if quiet:
+        console.print(_result_line(result), markup=False, highlight=False, soft_wrap=True)
+    else:
+        print_summary(summarize_study(url, name), console)
     if json_out is not None:
         from probekit._io import atomic_write_text
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
-        console.print(f"wrote {json_out}")
-    if url.startswith("sqlite"):
+        if not quiet:
+            console.print(f"wrote {json_out}")
+    if url.startswith("sqlite") and not quiet:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
-    _write_record(result, bb, dataset, train, test, data_root, results_dir)
+    _write_record(result, bb, dataset, train, test, data_root, results_dir, say=not quiet)
+
+
+def _result_line(result) -> str:
+    """--quiet: the best trial and the retrained test score on one line."""
+    from probekit.tune.progress import _fmt
+
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result.best_params.items()))
+    line = f"best: {_fmt(result.best_value)} (trial #{result.best_trial}; {params})"
+    if result.mean is not None:
+        spread = f" ± {result.std:.2f}" if result.std is not None and len(result.seeds) > 1 else ""
+        line += f"; {result.metric} on test: {result.mean:.2f}{spread} ({len(result.seeds)} seed(s))"
+    return line
 
 
 def _show(name: str, storage: str | None, results_dir: Path | None) -> None:
@@ -200,14 +227,15 @@ def _show(name: str, storage: str | None, results_dir: Path | None) -> None:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
 
 
-def _write_record(result, bb, dataset: str, train, test, data_root, results_dir) -> None:
+def _write_record(result, bb, dataset: str, train, test, data_root, results_dir, *, say: bool = True) -> None:
     """The result record of the seed retrains (scored on test, or cross-validated on train), as `probekit probe`."""
     from probekit.api import record_from_tune
     from probekit.cache import key_digest
     from probekit.results.records import write_record
 
     if not result.seeds:
-        console.print("[dim]no result record: no seed retrains (--seeds 0)[/]")
+        if say:
+            console.print("[dim]no result record: no seed retrains (--seeds 0)[/]")
         return
     scored = test if test is not None else train
     store_key = getattr(getattr(scored, "store", None), "key", None)  # a CacheReader's content key
@@ -216,4 +244,5 @@ def _write_record(result, bb, dataset: str, train, test, data_root, results_dir)
     key = key_digest(store_key) if store_key else None
     record = record_from_tune(result, backbone=bb, dataset=dataset, split=split, cache_key=key, data_root=data_root)
     path = write_record(record, results_dir)
-    console.print(f"record: {path}", highlight=False, soft_wrap=True)
+    if say:
+        console.print(f"record: {path}", highlight=False, soft_wrap=True)

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from probekit._console import Bar
 from probekit._device import resolve_device
 from probekit._io import atomic_write, atomic_write_bytes
 from probekit.datasets.base import Clip
@@ -211,28 +212,6 @@ def _tensorboard(out_dir: Path):
     except Exception:  # noqa: BLE001 - tensorboard is optional
         return None
     return SummaryWriter(log_dir=str(out_dir / "tb"))
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def _load_clips(cfg: PretrainConfig) -> list[Clip]:
@@ -525,7 +504,7 @@ class _Log:
         self.sums += torch.tensor([g, l], dtype=torch.float64)
         self.n += 1
 
-    def row(self, step: int, lr_used: float, decay: float, bar, task) -> None:
+    def row(self, step: int, lr_used: float, decay: float, bar) -> None:
         """Write one row: the mean losses since the last row, lr, EMA decay, steps/s."""
         if self.dctx.enabled:
             red = torch.tensor([self.sums[0], self.sums[1], self.n], dtype=torch.float64, device=self.dev)
@@ -552,8 +531,7 @@ class _Log:
             for k in ("loss", "global_loss", "local_loss", "lr", "ema_decay", "steps_per_s"):
                 self.tb.add_scalar(f"pretrain/{k}", float(row[k]), step)
         bar.update(
-            task,
-            completed=step,
+            step,
             info=f"loss {self.last_loss:.4f} (g {g_avg:.3f} l {l_avg:.3f}) lr {lr_used:.2e} "
             f"ema {decay:.5f} {rate:.2f} step/s",
         )
@@ -602,15 +580,16 @@ def _run(cfg, out, dctx, dev, *, resume, stop_after, max_minutes, clips, output,
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
     step = st.start_step
     st.student.train()
-    with _progress(progress and dctx.is_main) as bar:
-        task = bar.add_task(f"pretrain {cfg.name}", total=end_step, completed=st.start_step, info="")
+    with Bar(f"pretrain {cfg.name}", end_step, completed=st.start_step, enabled=progress and dctx.is_main) as bar:
         while step < end_step:
             g, l, lr_used, decay = _step(step, it, st, model, teacher_fwd, autocast, data, cfg, dctx, dev)  # noqa: E741
             step += 1
             log.add(g, l)
             out_of_time = _out_of_time(deadline, dctx, dev)
             if step % cfg.run.log_every == 0 or step == end_step or out_of_time:
-                log.row(step, lr_used, decay, bar, task)
+                log.row(step, lr_used, decay, bar)
+            else:
+                bar.update(step)
             if (prober is not None and dctx.is_main and cfg.run.probe_every > 0
                     and (step % cfg.run.probe_every == 0 or step == end_step)):
                 prober(step)

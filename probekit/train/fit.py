@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probekit._console import Bar
 from probekit._device import resolve_device
 from probekit._io import atomic_write
 from probekit.errors import ConfigError, ProbeError
@@ -190,7 +191,8 @@ def predict(
     use_amp = amp and dev.type == "cuda"
     out = []
     total = data.num_clips if indices is None else len(indices)
-    bar = _Progress(progress, math.ceil(total / batch_size), 0, f"predict {probe.name}", training=False)
+    bar = Bar(f"predict {probe.name}", math.ceil(total / batch_size), unit="batches", enabled=progress,
+              transient=True)
     try:
         for i, batch in enumerate(data.batches(probe.request, batch_size, indices=indices, shuffle=False)):
             bar.update(i + 1)
@@ -244,46 +246,6 @@ def _check_probe_matches(probe: Probe, data: TokenData, what: str) -> None:
                 hint="build the probe with make_probe(..., num_layers=data.num_layers, embed_dim=data.embed_dim, "
                 "num_classes=data.num_classes)",
             )
-
-
-class _Progress:
-    """A rich progress bar with loss, metric, samples/s and ETA (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int, description: str, *, training: bool = True):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        fields = (
-            [
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[metric]}"),
-                TextColumn("{task.fields[rate]} samples/s"),
-            ]
-            if training
-            else []
-        )
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            *fields,
-            TimeRemainingColumn(),
-            transient=not training,
-        )
-        self.task = self.progress.add_task(
-            description, total=total, completed=start, loss="-", metric="", rate="-"
-        )
-        self.progress.start()
-
-    def update(self, step: int, **fields: str) -> None:
-        if self.enabled:
-            self.progress.update(self.task, completed=step, **fields)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
 
 
 @dataclass
@@ -563,8 +525,9 @@ def fit(
         checkpointer = _Checkpointer(checkpoint_dir, _fingerprint(probe, config, train_idx, evaluator is not None))
         resumed_from = checkpointer.resume(probe, run.optimizer, state, run.device)
 
-    bar = _Progress(progress, run.total, state.step, f"{probe.name}")
+    bar = Bar(probe.name, run.total, completed=state.step, unit="steps", enabled=progress)
     samples_seen, rate_t0 = 0, time.perf_counter()
+    info, last_val = None, ""
     try:
         for batch in run.batches(state):
             lr = run.lr(state.step)
@@ -578,8 +541,10 @@ def fit(
             entry = _log(state, config, lr, is_eval, evaluator, probe, run.total)
             if entry is not None:
                 rate = samples_seen / max(1e-9, time.perf_counter() - rate_t0)
-                val = f"val {entry['val_metric']} {entry['val']:.2f}" if "val" in entry else None
-                bar.update(step, loss=f"{entry['loss']:.4f}", rate=f"{rate:,.0f}", **({"metric": val} if val else {}))
+                if "val" in entry:
+                    last_val = f" val {entry['val_metric']} {entry['val']:.2f}"
+                info = f"loss {entry['loss']:.4f}{last_val} {rate:,.0f} samples/s"
+            bar.update(step, info=info)
             if checkpointer is not None and (step % config.checkpoint_every == 0 or step == run.total):
                 checkpointer.save(probe, run.optimizer, state, run.device, time.perf_counter() - t0)
             if is_eval and on_eval is not None:

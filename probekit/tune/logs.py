@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import optuna
 
-from probekit.errors import ConfigError
+from probekit._console import LOG_LEVELS, StderrHandler, current_log_level, log_level_of
 
 __all__ = ["LEVELS", "cli_log_handler", "route_optuna_logging"]
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
+LEVELS = LOG_LEVELS
 _configured: dict[str, int] = {}
-
-
-def _level(level: str | int | None) -> int:
-    if isinstance(level, int):
-        return level
-    text = (level or os.environ.get("PROBEKIT_LOG_LEVEL") or "warning").strip().lower()
-    if text not in LEVELS:
-        raise ConfigError(f"log level {text!r} is unknown", hint=f"use one of: {', '.join(LEVELS)}")
-    return getattr(logging, text.upper())
+_level = log_level_of  # one parser of level names (probekit._console)
 
 
 class _Forward(logging.Handler):
@@ -55,20 +46,15 @@ def route_optuna_logging(level: str | int | None = None) -> None:
     _configured["level"] = lvl
 
 
-class _StderrHandler(logging.Handler):
-    """One line per record on the current sys.stderr (looked up at each record: tests swap it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            print(f"{record.name.split('.')[0]}: {record.getMessage()}", file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never break a run
-            self.handleError(record)
+_StderrHandler = StderrHandler  # one stderr line format for every logger (probekit._console)
 
 
 def cli_log_handler(level: str | int | None = None) -> None:
     """For the CLI: route optuna at `level` (default $PROBEKIT_LOG_LEVEL, else warning) and print
     probekit's log records to stderr (the handler is added once)."""
-    route_optuna_logging(level if level is not None else (os.environ.get("PROBEKIT_LOG_LEVEL") or "warning"))
+    if level is None:  # the root --log-level, else $PROBEKIT_LOG_LEVEL, else warning
+        level = current_log_level() or os.environ.get("PROBEKIT_LOG_LEVEL") or "warning"
+    route_optuna_logging(level)
     logger = logging.getLogger("probekit")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())

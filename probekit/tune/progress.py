@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from probekit._console import Bar, print_table, quiet
 from probekit.tune.runner import count_trials, failure_reasons, trial_error, trial_steps
 from probekit.tune.storage import INTERRUPTED_ATTR, redact, requeued_numbers
 
@@ -128,6 +129,7 @@ class LiveStudy:
         )
         self._task = self._progress.add_task(f"study {study.study_name}", total=n_trials)
         self._live: Live | None = None
+        self._bar = None  # off a terminal: heartbeat lines (probekit._console.Bar) instead of the live panel
 
     def _render(self):
         counts = count_trials(self._trials)
@@ -139,20 +141,32 @@ class LiveStudy:
         table = trials_table(self._trials, max_rows=self.max_rows, live=self._live_values)
         return Panel(Group(self._progress, summary, best_line(self.study, self._trials), table), title="probekit tune")
 
+    def _line_info(self) -> str:
+        c = count_trials(self._trials)
+        running = "; ".join(f"trial #{n} step {s} val {_fmt(v)}" for n, (s, v) in sorted(self._live_values.items()))
+        return (f"complete {c.complete} pruned {c.pruned} failed {c.failed} | {best_line(self.study, self._trials).plain}"
+                + (f" | {running}" if running else ""))
+
     def refresh(self, *, reload: bool = True) -> None:
         if reload:
             self._trials = self.study.get_trials(deepcopy=False)
             self._progress.update(self._task, completed=min(count_trials(self._trials).results, self.n_trials))
         if self._live is not None:
             self._live.update(self._render())
+        if self._bar is not None:
+            self._bar.update(min(count_trials(self._trials).results, self.n_trials), info=self._line_info())
 
     def __enter__(self) -> LiveStudy:
         self._trials = self.study.get_trials(deepcopy=False)
         # The bar's rate and ETA measure this run: trials already done before it start the bar.
         self._progress.reset(self._task, total=self.n_trials, completed=min(count_trials(self._trials).results, self.n_trials))
-        if self.enabled:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
-            self._live.__enter__()
+        if self.enabled and not quiet():
+            if self.console.is_terminal:
+                self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+                self._live.__enter__()
+            else:
+                done = min(count_trials(self._trials).results, self.n_trials)
+                self._bar = Bar(f"tune {self.study.study_name}", self.n_trials, completed=done, unit="trials")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,6 +174,10 @@ class LiveStudy:
             self.refresh()
             self._live.__exit__(*exc)
             self._live = None
+        if self._bar is not None:
+            self.refresh()
+            self._bar.close()
+            self._bar = None
 
     def on_event(self, kind: str, trial: FrozenTrial | None) -> None:
         if kind == "end" and trial is not None:
@@ -216,7 +234,8 @@ def summarize_study(storage: str, study_name: str) -> dict[str, Any]:
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """Render `summarize_study`'s result: trials table, best params, and the seed retrain if recorded."""
     trials = summary["trials"]
-    console.print(trials_table(trials, title=f"study {summary['study_name']} ({summary['storage']})", errors=True))
+    print_table(trials_table(trials, title=f"study {summary['study_name']} ({summary['storage']})", errors=True),
+                console, keep=2)
     c = summary["counts"]
     console.print(
         f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
@@ -233,7 +252,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     best.add_column("value", justify="right")
     for k, v in sorted(summary["best_params"].items()):
         best.add_row(k, _fmt(v))
-    console.print(best)
+    print_table(best, console)
     final = summary["attrs"].get("probekit:final")
     if final:
         seeds = Table(title=f"retrained best with {len(final['seeds'])} seeds: {final['metric']} on test", header_style="bold")
@@ -241,7 +260,10 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         seeds.add_column(final["metric"], justify="right")
         for s in final["seeds"]:
             seeds.add_row(str(s["seed"]), _fmt(s["score"]))
-        lo, hi = final["ci95"] if final.get("ci95") else (float("nan"), float("nan"))
         seeds.add_row("mean ± std", f"{_fmt(final['mean'])} ± {_fmt(final['std'])}")
-        seeds.add_row("95% CI", f"[{_fmt(lo)}, {_fmt(hi)}]")
-        console.print(seeds)
+        if final.get("ci95") and len(final["seeds"]) >= 2:
+            lo, hi = final["ci95"]
+            seeds.add_row("95% CI", f"[{_fmt(lo)}, {_fmt(hi)}]")
+        else:  # one seed has no spread: say so instead of printing an empty interval
+            seeds.add_row("95% CI", "- (needs >= 2 seeds: --seeds 2 or more)")
+        print_table(seeds, console)

@@ -279,12 +279,11 @@ def retrain_seeds(
     progress: bool = True,
 ) -> list[SeedScore]:
     """Run `run_seed(seed, params)` for seeds 0..seeds-1, keeping finished ones in the study (resumable)."""
-    from rich.progress import Progress
+    from probekit._console import Bar
 
     key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
     out: list[SeedScore] = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"retrain best ({metric})", total=seeds)
+    with Bar(f"retrain best ({metric})", seeds, unit="seeds", enabled=progress, transient=True) as bar:
         for s in range(seeds):
             attr = f"{SEED_ATTR}{key}:{s}"
             done = study.user_attrs.get(attr)
@@ -294,7 +293,7 @@ def retrain_seeds(
                 r = run_seed(s, params)
                 study.set_user_attr(attr, dataclasses.asdict(r))
                 out.append(r)
-            bar.advance(task)
+            bar.update(advance=1, info=f"seed {s}: {metric} {out[-1].score:.2f}")
     return out
 
 

@@ -182,20 +182,13 @@ def test_progress_counts_token_bytes_per_batch(tmp_path, bat_tiny, make_subset, 
     ex = importlib.import_module("probekit.cache.extraction")
 
     seen: list[float] = []
-    real = ex._progress
 
-    def recording(enabled):
-        bar = real(False)
-        update = bar.update
+    class Recording(ex.Bar):  # the progress display of probekit._console, reading the MB it is given
+        def update(self, completed=None, *, advance=0, info=None, total=None):
+            seen.append(float(info.split()[0]))
+            return super().update(completed, advance=advance, info=info, total=total)
 
-        def record(task, **kw):
-            seen.append(kw.get("mb"))
-            return update(task, **kw)
-
-        bar.update = record
-        return bar
-
-    monkeypatch.setattr(ex, "_progress", recording)
+    monkeypatch.setattr(ex, "Bar", Recording)
     store = extract(bat_tiny, make_subset(12), "test", cache_dir=tmp_path, dtype="float16", batch_size=4, workers=0,
                     clips_per_shard=64, progress=True)
     assert len(seen) == 3 and seen[0] > 0 and seen[0] < seen[1] < seen[2]
