@@ -4,7 +4,8 @@
 `list_probes()` names them all. Importing this package registers every probe.
 """
 
-from probekit.probes import attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401  (registration)
+# importing the probe modules registers their probes
+from probekit.probes import attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401
 from probekit.probes.attentive import MHCA
 from probekit.probes.base import PROBES, Probe, get_probe_class, list_probes, make_probe, register_probe
 from probekit.probes.cgp import CGP, LinearCGP

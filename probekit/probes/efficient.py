@@ -43,8 +43,8 @@ class _BNHead(Probe):
         x = self._patch(batch)[:, 0]  # (B, N, D)
         if self.training and x.shape[0] < 2:
             raise ProbeError(
-                f"probe {self.name!r} normalises with batch statistics (BatchNorm) and got a training batch of "
-                f"{x.shape[0]} clip",
+                f"probe {self.name!r} normalises with batch statistics (BatchNorm) and got a training "
+                f"batch of {x.shape[0]} clip",
                 hint="train with batch_size >= 2 and at least 2 training clips",
             )
         return x
@@ -162,7 +162,7 @@ class AIMPool(_BNHead):
 
     name = "aim"
     display_name = "AIM"
-    description = "AIM attention pooling (efficient-probing variant): token BatchNorm, learned query, 16 heads"
+    description = "AIM attention pooling (efficient-probing variant): token BatchNorm, learned query"
     search_space: ClassVar[dict[str, Param]] = {"dropout": Float(0.0, 0.5)}
     param_constraints: ClassVar[dict[str, list]] = {"dropout": _DROPOUT, "heads": _POS_INT,
                                                     "num_queries": _POS_INT}

@@ -21,7 +21,8 @@ from probekit.tokens import TokenBatch
 
 
 def group_scale(group_size: int) -> float:
-    """sqrt(group size) as the official head computes it: a float32 buffer (`torch.tensor(n, float32).sqrt()`).
+    """sqrt(group size) as the official head computes it: a float32 buffer
+    (`torch.tensor(n, float32).sqrt()`).
     Kept bit-identical so the penalty equals the official one in float64 too (it differs from the float64
     square root by up to ~6e-8 relative)."""
     return float(torch.tensor(float(group_size), dtype=torch.float32).sqrt())
@@ -72,7 +73,9 @@ class Head2Toe(_Pooled, Probe):
         super().__init__()
         self._store_hparams(locals())
         self.pooling = pooling
-        self.request = _pooling_request(pooling, tuple(layers) if isinstance(layers, list) else layers, num_layers)
+        self.request = _pooling_request(
+            pooling, tuple(layers) if isinstance(layers, list) else layers, num_layers
+        )
         width = len(self.request.resolve(num_layers)) * embed_dim
         self.embed_dim = int(embed_dim)
         self.layer_wise_lasso = bool(layer_wise_lasso)

@@ -44,8 +44,9 @@ def test_h2t_group_lasso_enters_the_training_loss(fsdd_train, fsdd_test):
     assert out[0.003][1] >= 25.0, out  # and the probe still learns the digits (chance 10 %)
 
 
-@pytest.mark.parametrize("probe,extra", [("h2t", ["--set", "lasso_weight=0.001"]), ("ep", ["--set", "num_queries=4"]),
-                                         ("linpre", []), ("simpool", []), ("proto", [])])
+@pytest.mark.parametrize("probe,extra", [("h2t", ["--set", "lasso_weight=0.001"]),
+                                         ("ep", ["--set", "num_queries=4"]), ("linpre", []), ("simpool", []),
+                                         ("proto", [])])
 def test_cli_probe_writes_records_with_paper_names(manifest, tmp_path_factory, capsys, probe, extra):
     base = tmp_path_factory.getbasetemp() / "heads_cli"
     res = base / probe
@@ -63,7 +64,8 @@ def test_cli_probe_writes_records_with_paper_names(manifest, tmp_path_factory, c
 
 def test_heads_run_online(manifest, tmp_path):
     res = evaluate("bat-tiny", datasets=[manifest], probes=["h2t", "abmilp", "aim"], online=True,
-                   cache_dir=tmp_path / "o", results_dir=tmp_path / "r", device="cpu", progress=False, workers=0,
+                   cache_dir=tmp_path / "o", results_dir=tmp_path / "r", device="cpu", progress=False,
+                   workers=0,
                    train_overrides={"steps": 10, "batch_size": 8}, write=False)
     assert [r.probe for r in res.records] == ["h2t", "abmilp", "aim"]
     assert all(r.cache_key.endswith("(online)") for r in res.records)
@@ -73,7 +75,8 @@ def test_heads_run_online(manifest, tmp_path):
 def test_h2t_tunes_its_lasso_weight(fsdd_train, fsdd_test, tmp_path):
     from probekit.tune import tune
 
-    res = tune("h2t", fsdd_train, test=fsdd_test, n_trials=2, n_startup=2, pruner="none", only=("lasso_weight",),
+    res = tune("h2t", fsdd_train, test=fsdd_test, n_trials=2, n_startup=2, pruner="none",
+               only=("lasso_weight",),
                seeds=1, train_overrides={"steps": 20, "batch_size": 32}, eval_every=10, progress=False,
                storage=f"sqlite:///{tmp_path / 'h2t.db'}")
     assert set(res.best_params) == {"lasso_weight"} and 1e-6 <= res.best_params["lasso_weight"] <= 1e-2

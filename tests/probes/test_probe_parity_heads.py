@@ -170,7 +170,8 @@ def ep_efficient(num_queries, d_out):
         q = P["query"].expand(Bq, -1, -1).reshape(Bq, num_queries, 1, Cd).permute(0, 2, 1, 3)
         k = x.reshape(Bq, Nk, 1, Cd).permute(0, 2, 1, 3)
         q = q * Cd**-0.5
-        v = F.linear(x, P["v.weight"]).reshape(Bq, Nk, num_queries, Cd // (d_out * num_queries)).permute(0, 2, 1, 3)
+        v = F.linear(x, P["v.weight"]).reshape(Bq, Nk, num_queries, Cd // (d_out * num_queries))
+        v = v.permute(0, 2, 1, 3)
         attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
         pooled = torch.matmul(attn.squeeze(1).unsqueeze(2), v).reshape(Bq, Cd // d_out)
         return tail(P, Bf, pooled, training)

@@ -12,8 +12,9 @@ from probekit.probes.space import Choice, Float, Int
 from probekit.tokens import TokenBatch
 
 L, D, C = 3, 16, 5
-# ep: 32 queries need a width divisible by 32; proto: Bird-MAE's 8 grid rows need N divisible by 8 (N = 6 here)
-SMALL = {"cgp": {"prototypes": 40}, "protobin": {"prototypes": 40}, "ep": {"num_queries": 4}, "proto": {"grid_rows": 2}}
+# ep: 32 queries need a width divisible by 32; proto: Bird-MAE's 8 grid rows need N divisible by 8 (N = 6)
+SMALL = {"cgp": {"prototypes": 40}, "protobin": {"prototypes": 40}, "ep": {"num_queries": 4},
+         "proto": {"grid_rows": 2}}
 
 
 def _batch(probe, B=4, N=6, seed=0):
