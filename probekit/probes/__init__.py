@@ -4,16 +4,23 @@
 `list_probes()` names them all. Importing this package registers every probe.
 """
 
-from probekit.probes import attentive, cgp, linear, prototypes  # noqa: F401  (registration)
+# importing the probe modules registers their probes
+from probekit.probes import attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401
 from probekit.probes.attentive import MHCA
 from probekit.probes.base import PROBES, Probe, get_probe_class, list_probes, make_probe, register_probe
 from probekit.probes.cgp import CGP, LinearCGP
+from probekit.probes.efficient import ABMILP, AIMPool, EfficientProbe, SimPool
+from probekit.probes.head2toe import Head2Toe
 from probekit.probes.io import load_probe, read_probe_header, save_probe
-from probekit.probes.linear import LayerSweep, LinearProbe, MLPProbe
+from probekit.probes.linear import LayerSweep, LinearProbe, MLPProbe, TokenLinear
 from probekit.probes.prototypes import ClassProto, Protobin
 
 __all__ = [
+    "ABMILP",
+    "AIMPool",
     "CGP",
+    "EfficientProbe",
+    "Head2Toe",
     "MHCA",
     "PROBES",
     "ClassProto",
@@ -23,6 +30,8 @@ __all__ = [
     "MLPProbe",
     "Probe",
     "Protobin",
+    "SimPool",
+    "TokenLinear",
     "get_probe_class",
     "list_probes",
     "load_probe",

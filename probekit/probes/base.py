@@ -145,7 +145,8 @@ class Probe(nn.Module):
         raise TypeError(f"{type(self).__name__} must implement forward")
 
     def extra_loss(self) -> Tensor | None:
-        """A regulariser added to the task loss (class-bound prototypes' orthogonality); None if none."""
+        """A regulariser added to the task loss by the training loop (proto: orthogonality; h2t: group
+        lasso); None if none."""
         return None
 
     def decayed_parameters(self) -> list[nn.Parameter]:

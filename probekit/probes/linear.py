@@ -1,4 +1,5 @@
-"""Single-vector probes: linear (BAT's `lp`), MLP, and the per-block linear sweep."""
+"""Single-vector probes: linear (BAT's `lp`), MLP, the per-block linear sweep, and the token-wise linear
+baseline (`linpre`)."""
 
 from __future__ import annotations
 
@@ -151,3 +152,50 @@ class LayerSweep(_Pooled, Probe):
     def forward(self, batch: TokenBatch) -> Tensor:
         x = self._pooled(batch)  # (B, L, D)
         return torch.stack([head(x[:, i]) for i, head in enumerate(self.heads)], dim=1)
+
+
+@register_probe
+class TokenLinear(Probe):
+    """The unmute paper's naive token-map baseline (`linpre`): one linear classifier applied to every patch
+    token of the last layer, its logits pooled over the tokens.
+
+    `token_pooling` "max" (default) or "mean". The unmute code base was not available to check which
+    one the paper used; "max" is the default because mean-pooled logits of a linear layer are exactly a
+    linear probe on the patch mean (`linear` with pooling="mean"), so only "max" is a distinct token-map
+    method. LayerNorm (eps 1e-6, optional) and dropout act per token before the classifier.
+    """
+
+    name = "linpre"
+    display_name = "LinPre"
+    description = "Naive token-map baseline: a linear classifier on every patch token, logits max-pooled"
+    search_space: ClassVar[dict[str, Param]] = {"dropout": Float(0.0, 0.5)}
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        embed_dim: int,
+        num_classes: int,
+        token_pooling: str = "max",
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+        layer: int = -1,
+    ):
+        super().__init__()
+        self._store_hparams(locals())
+        if token_pooling not in ("max", "mean"):
+            raise ValueError(f"token_pooling={token_pooling!r} must be 'max' or 'mean'")
+        self.token_pooling = token_pooling
+        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
+        self.request.resolve(num_layers)
+        self.ln = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(embed_dim, num_classes)
+
+    def token_logits(self, batch: TokenBatch) -> Tensor:
+        """(B, N, C) logits of each patch token."""
+        return self.fc(self.dropout(self.ln(self._patch(batch)[:, 0])))
+
+    def forward(self, batch: TokenBatch) -> Tensor:
+        z = self.token_logits(batch)
+        return z.amax(dim=1) if self.token_pooling == "max" else z.mean(dim=1)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probekit.probes._kernels import binarize_normalize_rows, extreme_similarity
+from probekit.errors import ProbeError
 from probekit.probes.base import Probe, register_probe
 from probekit.probes.space import Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
@@ -99,6 +100,17 @@ class ClassProto(Probe):
 
     Cosine as Bird-MAE computes it: two constant 1e-4 channels appended to tokens and prototypes,
     |x| = sqrt(sum x^2 + 1e-4), prototypes divided by (|p| + 1e-4), result divided by 1.01.
+
+    Two variants (`upsample`):
+      * Bird-MAE-faithful (default, `upsample=True`): as Bird-MAE's `VIT_ppnet` + `PPNet` with
+        `add_on_layers_type: upsample` (every Bird-MAE network config): the time-major token sequence
+        (B, N, D) is reshaped as the official code does, `permute(0, 2, 1).reshape(B, D, grid_rows, N //
+        grid_rows)` with its constant 8 rows (for 8 frequency patches this is not the (freq, time) grid:
+        each row holds N/8 consecutive tokens), then `nn.Upsample(scale_factor=2, mode="bilinear")`
+        (align_corners False) gives 4N positions, and the similarity is max-pooled over them.
+      * plain (`upsample=False`): the similarity max-pooled over the N tokens themselves (probekit 0.1.0).
+    The unmute paper's `proto` is Bird-MAE's head (Rauch et al. 2025a); its benchmark code was not available
+    to check which variant its numbers used -- the Bird-MAE configs it builds on all set the upsampling.
     """
 
     name = "proto"
@@ -122,12 +134,17 @@ class ClassProto(Probe):
         prototypes_per_class: int = 20,
         subtract_cls: bool = True,
         ortho_weight: float = 1.0,
+        upsample: bool = True,
+        grid_rows: int = 8,
         layer: int = -1,
     ):
         super().__init__()
         self._store_hparams(locals())
         if prototypes_per_class < 1:
             raise ValueError(f"prototypes_per_class={prototypes_per_class} must be >= 1")
+        if grid_rows < 1:
+            raise ValueError(f"grid_rows={grid_rows} must be >= 1")
+        self.upsample, self.grid_rows = bool(upsample), int(grid_rows)
         self.request = TokenRequest(layers=(int(layer),), patch=True, cls=bool(subtract_cls))
         self.request.resolve(num_layers)
         self.per_class = int(prototypes_per_class)
@@ -144,6 +161,8 @@ class ClassProto(Probe):
         x = self._patch(batch)[:, 0]  # (B, N, D)
         if self.request.cls:
             x = x - self._cls(batch)[:, 0, None, :]
+        if self.upsample:
+            x = self.upsampled(x)
         eps = self.EPS
         # the two eps channels add 2*eps^2 to every squared norm and to every dot product
         x_len = torch.sqrt((x * x).sum(-1, keepdim=True) + 2 * eps * eps + eps)  # (B, N, 1)
@@ -156,6 +175,20 @@ class ClassProto(Probe):
         sim = torch.matmul(xn, pn.T) + (2 * eps * eps) / (x_len * (p_len.T + eps))
         act = torch.relu(sim / 1.01)
         return act.amax(dim=1)
+
+    def upsampled(self, x: Tensor) -> Tensor:
+        """(B, N, D) time-major tokens -> Bird-MAE's (B, D, rows, N/rows) grid, bilinear x2 -> (B, 4N, D)."""
+        B, N, D = x.shape
+        rows = self.grid_rows
+        if N % rows:
+            raise ProbeError(
+                f"probe 'proto' reshapes the {N} patch tokens into grid_rows={rows} rows (Bird-MAE's grid), "
+                f"but {N} is not divisible by {rows}",
+                hint="set grid_rows to a divisor of the token count, or upsample=False",
+            )
+        grid = x.transpose(1, 2).reshape(B, D, rows, N // rows)
+        up = F.interpolate(grid, scale_factor=2, mode="bilinear", align_corners=False)
+        return up.flatten(2).transpose(1, 2)
 
     def forward(self, batch: TokenBatch) -> Tensor:
         return self.last_layer(self.similarities(batch))

@@ -47,7 +47,7 @@ TRAIN_CONSTRAINTS: dict[str, list[Any]] = {
     "warmup_fraction": [Interval("real", 0, 1, "left"), None], "min_lr": [_NONNEG],
     "betas": [Pair(Interval("real", 0, 1, "left"))], "loss": [Options(LOSSES)],
     "asl_gamma_neg": [_NONNEG], "asl_gamma_pos": [_NONNEG], "asl_clip": [_NONNEG], "asl_eps": [_NONNEG],
-    "asl_reduction": [Options(("mean", "sum"))], "label_smoothing": [Interval("real", 0, 1, "left")],
+    "asl_reduction": [Options(("mean", "sum"))], "asl_focal_grad": [BOOL], "label_smoothing": [Interval("real", 0, 1, "left")],
     "selection": [Options(("last", "best_val"))], "eval_every": [_POS_INT, None],
     "eval_batch_size": [_POS_INT], "log_every": [_POS_INT], "checkpoint_every": [_POS_INT],
     "drop_last": [BOOL], "seed": [Interval("int")], "device": [str], "amp": [BOOL],
@@ -74,6 +74,7 @@ class TrainConfig:
     asl_clip: float = 0.0
     asl_eps: float = 1e-8
     asl_reduction: str = "mean"
+    asl_focal_grad: bool = False  # True: gradient through the focal weight (Bird-MAE's ASL)
     label_smoothing: float = 0.0
     selection: str = "last"  # "last" step or "best_val" (needs validation data)
     eval_every: int | None = None  # validate every N steps (and at the end); None: only at the end
@@ -220,6 +221,8 @@ def _fingerprint(probe: Probe, config: TrainConfig, train_idx: np.ndarray, has_v
     cfg = dataclasses.asdict(config)
     for k in ("device", "num_threads", "checkpoint_every", "eval_batch_size", "amp"):
         cfg.pop(k, None)
+    if not cfg.get("asl_focal_grad"):  # added later: at its default, checkpoints written before still resume
+        cfg.pop("asl_focal_grad", None)
     blob = json.dumps(
         {
             "probe": probe.name,
@@ -447,6 +450,7 @@ def _setup(probe: Probe, data: TokenData, config: TrainConfig, train_idx: np.nda
         asl_clip=config.asl_clip,
         asl_eps=config.asl_eps,
         asl_reduction=config.asl_reduction,
+        asl_focal_grad=config.asl_focal_grad,
         label_smoothing=config.label_smoothing,
     )
     probe.to(device)

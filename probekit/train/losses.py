@@ -18,7 +18,10 @@ class AsymmetricLoss(nn.Module):
 
     p = sigmoid(x); p_neg = min(1 - p + clip, 1) when clip > 0;
     loss = -[y log(max(p, eps)) + (1 - y) log(max(p_neg, eps))] * (1 - p_t)^(g_pos y + g_neg (1 - y)),
-    p_t = p y + p_neg (1 - y), the focal weight computed without gradient.
+    p_t = p y + p_neg (1 - y). The focal weight is computed without gradient, as Alibaba's reference
+    (`disable_torch_grad_focal_loss`) and BAT; `focal_grad=True` lets the gradient flow through it, as
+    Bird-MAE's `util/asymmetric_loss.py` does (its default `disable_torch_grad_focal_loss=False`, with
+    gamma_neg=4, gamma_pos=1, clip=0.05, reduction "mean", for its prototype and linear heads).
     Reference defaults: gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8, reduction "sum".
     BAT's AudioSet probe setting: gamma_neg=1, gamma_pos=0, clip=0, reduction "mean".
     """
@@ -31,8 +34,10 @@ class AsymmetricLoss(nn.Module):
         clip: float = 0.05,
         eps: float = 1e-8,
         reduction: str = "sum",
+        focal_grad: bool = False,
     ):
         super().__init__()
+        self.focal_grad = bool(focal_grad)
         if reduction not in ("sum", "mean", "none"):
             raise ConfigError(f"ASL reduction={reduction!r} must be 'sum', 'mean' or 'none'")
         self.gamma_neg, self.gamma_pos, self.clip, self.eps, self.reduction = (
@@ -51,7 +56,7 @@ class AsymmetricLoss(nn.Module):
             p_neg = (p_neg + self.clip).clamp(max=1)
         loss = y * torch.log(p.clamp(min=self.eps)) + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
         if self.gamma_neg > 0 or self.gamma_pos > 0:
-            with torch.no_grad():
+            with torch.set_grad_enabled(self.focal_grad and torch.is_grad_enabled()):
                 p_t = p * y + p_neg * (1 - y)
                 w = torch.pow(1 - p_t, self.gamma_pos * y + self.gamma_neg * (1 - y))
             loss = loss * w
@@ -71,6 +76,7 @@ def make_loss(
     asl_clip: float = 0.0,
     asl_eps: float = 1e-8,
     asl_reduction: str = "mean",
+    asl_focal_grad: bool = False,
     label_smoothing: float = 0.0,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """A loss `f(logits (B, C), labels) -> scalar`.
@@ -99,6 +105,7 @@ def make_loss(
     if name == "bce":
         return lambda logits, y: F.binary_cross_entropy_with_logits(logits, as_targets(logits, y))
     asl = AsymmetricLoss(
-        gamma_neg=asl_gamma_neg, gamma_pos=asl_gamma_pos, clip=asl_clip, eps=asl_eps, reduction=asl_reduction
+        gamma_neg=asl_gamma_neg, gamma_pos=asl_gamma_pos, clip=asl_clip, eps=asl_eps, reduction=asl_reduction,
+        focal_grad=asl_focal_grad,
     )
     return lambda logits, y: asl(logits, as_targets(logits, y))

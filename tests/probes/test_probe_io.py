@@ -23,7 +23,8 @@ def _batch(d: int = D, layers: int = L) -> TokenBatch:
     )
 
 
-SMALL = {"cgp": {"prototypes": 16}, "protobin": {"prototypes": 16}, "proto": {"prototypes_per_class": 2},
+SMALL = {"cgp": {"prototypes": 16}, "protobin": {"prototypes": 16},
+         "proto": {"prototypes_per_class": 2, "grid_rows": 4},
          "mlp": {"hidden_dim": 32}}  # fmt: skip
 
 

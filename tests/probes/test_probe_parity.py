@@ -184,7 +184,8 @@ def test_linear_cgp_matches_official(tokens):
 
 
 def test_class_proto_matches_birdmae(tokens):
-    probe = make_probe("proto", num_layers=L, embed_dim=D, num_classes=C, prototypes_per_class=4, seed=0)
+    probe = make_probe("proto", num_layers=L, embed_dim=D, num_classes=C, prototypes_per_class=4,
+                       upsample=False, seed=0)  # the plain variant (the upsampled one: test_probe_parity_heads)
     with torch.no_grad():
         probe.last_layer.weight.uniform_(-0.5, 1.5)  # some negative: the ReLU'd connections
         probe.prototype_vectors.sub_(0.3)

@@ -12,7 +12,9 @@ from probekit.probes.space import Choice, Float, Int
 from probekit.tokens import TokenBatch
 
 L, D, C = 3, 16, 5
-SMALL = {"cgp": {"prototypes": 40}, "protobin": {"prototypes": 40}}
+# ep: 32 queries need a width divisible by 32; proto: Bird-MAE's 8 grid rows need N divisible by 8 (N = 6)
+SMALL = {"cgp": {"prototypes": 40}, "protobin": {"prototypes": 40}, "ep": {"num_queries": 4},
+         "proto": {"grid_rows": 2}}
 
 
 def _batch(probe, B=4, N=6, seed=0):
@@ -30,7 +32,8 @@ def _batch(probe, B=4, N=6, seed=0):
 
 
 def test_registry_has_every_probe():
-    assert set(list_probes()) == {"cgp", "protobin", "proto", "linear", "mlp", "mhca", "lcgp", "layers"}
+    assert set(list_probes()) == {"cgp", "protobin", "proto", "linear", "mlp", "mhca", "lcgp", "layers",
+                                  "h2t", "linpre", "simpool", "ep", "aim", "abmilp"}
 
 
 def test_unknown_probe_suggests():
@@ -162,3 +165,21 @@ def test_class_proto_connections_are_class_bound():
     assert out[0, 1] == 1.0 and (out[0, [0, 2, 3, 4]] == -2.0).all()
     assert pr.extra_loss() is not None and pr.extra_loss() > 0
     assert isinstance(pr.last_layer, nn.Module)
+
+
+def test_new_heads_display_names_and_errors():
+    names = {n: PROBES[n].label() for n in ("h2t", "linpre", "simpool", "ep", "aim", "abmilp")}
+    assert names == {"h2t": "H2T", "linpre": "LinPre", "simpool": "SimPool", "ep": "EP", "aim": "AIM",
+                     "abmilp": "ABMILP"}
+    with pytest.raises(ProbeError, match="divisible by d_out"):
+        make_probe("ep", num_layers=L, embed_dim=D, num_classes=C, num_queries=3)
+    with pytest.raises(ProbeError, match="lasso_weight=-1"):
+        make_probe("h2t", num_layers=L, embed_dim=D, num_classes=C, lasso_weight=-1.0)
+    with pytest.raises(ProbeError, match="token_pooling"):
+        make_probe("linpre", num_layers=L, embed_dim=D, num_classes=C, token_pooling="sum")
+    with pytest.raises(ProbeError, match="self_attention"):
+        make_probe("abmilp", num_layers=L, embed_dim=D, num_classes=C, self_attention="all")
+    h2t = make_probe("h2t", num_layers=L, embed_dim=D, num_classes=C)
+    assert h2t.fc.in_features == L * D and h2t.request.resolve(L) == (0, 1, 2) and h2t.request.cls
+    rep = h2t.report()["layer_weight_norms"]
+    assert list(rep) == ["block1", "block2", "block3"] and all(v > 0 for v in rep.values())
