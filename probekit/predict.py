@@ -37,6 +37,13 @@ def probe_path_for(record_path: str | os.PathLike) -> Path:
 
 
 # ---- saving (evaluate) -----------------------------------------------------------------------------------
+def _record_stamp(record) -> dict:
+    """What ties a probe file to one run of its record: a rerun of the same key in the same second still
+    differs in its measured training time."""
+    return {"date": record.date, "key": [str(k) for k in record.key],
+            "train_s": [s.train_s for s in record.seeds], "score": record.score}
+
+
 def trained_probe(first: tuple[int, Any], record, token_key: Mapping[str, Any], *, multilabel: bool,
                   cv: bool) -> dict:
     """What `store_probe` writes for one record: the first seed's probe and the facts of its input.
@@ -47,7 +54,7 @@ def trained_probe(first: tuple[int, Any], record, token_key: Mapping[str, Any], 
     run = next(s for s in record.seeds if s.seed == seed)
     head = run.extras.get("best_layer")
     meta = {
-        "record": {"date": record.date, "key": list(record.key)},
+        "record": _record_stamp(record),
         "seed": int(seed),
         "backbone": {"name": record.backbone.name, "checkpoint_sha256": record.backbone.checkpoint_sha256,
                      "init_seed": record.backbone.init_seed, "cache_key": dict(token_key["backbone"])},
@@ -125,7 +132,7 @@ class Predictor:
         header = read_probe_header(probe_path)
         meta = header.get("metadata") or {}
         stamp = meta.get("record") or {}
-        if stamp.get("date") != record.date or stamp.get("key") != [str(k) for k in record.key]:
+        if stamp != _record_stamp(record):
             raise ProbeError(f"{probe_path}: saved by another run (record date {stamp.get('date')!r}) than "
                              f"{record_path} (date {record.date!r})",
                              hint="rerun `probekit probe` to save the probe of this record")
@@ -155,7 +162,7 @@ class Predictor:
 
             if sha and checkpoint is None:
                 raise BackboneError(f"record {self.record_path} was measured with {want['name']} weights {recorded}",
-                                    hint="pass those weights with --checkpoint (checkpoint=)")
+                                    hint="pass that weights file with --checkpoint")
             opts = {"use_ema": bool(want["cache_key"].get("weights", {}).get("use_ema", False))} if sha else {}
             bb = get_backbone(want["name"], checkpoint, seed=int(seed or 0), trust_checkpoint=trust_checkpoint,
                               **opts)
@@ -189,6 +196,9 @@ class Predictor:
         source = ClipFeatures(clips, copy.deepcopy(self.backbone.frontend).to("cpu"), self.backbone.sample_rate)
         good, errors = {}, {}
         for i, p in enumerate(paths):
+            if not Path(p).exists():
+                errors[i] = f"{p}: file not found"
+                continue
             if Path(p).is_dir():
                 errors[i] = f"{p}: a directory, not an audio file"
                 continue

@@ -216,6 +216,7 @@ def probe_cmd(
     trials: int = typer.Option(50, "--trials", help="Trials of the --tune search."),
     allow_partial_test: bool = typer.Option(False, "--allow-partial-test", help="Score the test clips that remain when some failed to extract (the record says how many)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, steps, estimated time, cache size) and exit without training."),
+    save_probe: bool = typer.Option(True, "--save-probe/--no-save-probe", help="Save the first seed's probe beside the record (for `probekit predict`)."),
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -255,7 +256,7 @@ def probe_cmd(
                                allow_partial_test=allow_partial_test),
             tune=TuneOptions(trials=trials) if tune else False,
             online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
-            data_root=data_root, dry_run=dry_run, write=not dry_run,
+            data_root=data_root, dry_run=dry_run, write=not dry_run, save_probe=save_probe,
             log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False),
         )
     if dry_run:
@@ -264,6 +265,11 @@ def probe_cmd(
     console.print(run_table(res.records))
     for p in res.paths:
         console.print(f"record: {p}", highlight=False, soft_wrap=True)
+        if save_probe:
+            from probekit.predict import probe_path_for
+
+            console.print(f"probe: {probe_path_for(p)} (`probekit predict --record {p} AUDIO...`)",
+                          highlight=False, soft_wrap=True, markup=False)
     rec = res.records[0]
     # the run succeeded: a bad record elsewhere in the results dir is a warning here, never exit 2
     with warnings.catch_warnings(record=True) as caught:
