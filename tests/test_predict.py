@@ -152,3 +152,45 @@ def test_no_save_probe_removes_a_stale_probe(trained, tmp_path):
     old.unlink()
     with pytest.raises(ProbeError, match="no saved probe"):
         res.predict(trained["tests"][:1], device="cpu")
+
+
+def test_multilabel_predicts_every_class_above_the_recorded_threshold(fsdd_root, tmp_path, capsys):
+    import probekit
+    from probekit.cli import main
+    from probekit.predict import probe_path_for
+    from probekit.probes.io import load_probe, read_probe_header
+    from probekit.train.fit import predict
+
+    rows, tests = ["path,labels,split"], []
+    for d in range(5):
+        for s in SPEAKERS:
+            for take in TRAIN_TAKES + TEST_TAKES:
+                name = f"{d}_{s}_{take}.wav"
+                (tmp_path / name).write_bytes((fsdd_root / "recordings" / name).read_bytes())
+                rows.append(f"{name},d{d};{s},{'test' if take in TEST_TAKES else 'train'}")
+                if take in TEST_TAKES:
+                    tests.append(tmp_path / name)
+    (tmp_path / "ml.csv").write_text("\n".join(rows) + "\n")
+    opts = dict(checkpoint=BAT_TINY_FSDD_WEIGHTS, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    res = probekit.evaluate("bat-tiny-fsdd", datasets=[f"manifest:{tmp_path / 'ml.csv'}"], probes=["linear"],
+                            results_dir=tmp_path / "results", train_overrides={**OVERRIDES, "steps": 100}, **opts)
+    rec = res.records[0]
+    threshold = rec.seeds[0].extras["f1_threshold"]  # chosen on validation data by evaluate
+    meta = read_probe_header(probe_path_for(res.paths[0]))["metadata"]
+    assert meta["multilabel"] is True and meta["threshold"] == threshold
+    df = res.predict(tests, device="cpu")
+    reader = probekit.prepare("bat-tiny-fsdd", f"manifest:{tmp_path / 'ml.csv'}", "test", **opts).tokens
+    cached = dict(zip(map(str, reader.clip_ids), predict(load_probe(probe_path_for(res.paths[0])), reader, amp=False)))
+    classes = rec.class_names
+    assert (df.prediction.str.len() > 0).any()  # some file has classes above the threshold
+    for _, row in df.iterrows():
+        want = cached[Path(row.path).name]
+        above = {classes[j] for j in np.flatnonzero(want >= threshold) if abs(want[j] - threshold) > 2e-3}
+        got = set(row.prediction.split(";")) if row.prediction else set()
+        assert above <= got and all(row[c] >= threshold for c in got)
+        np.testing.assert_allclose(row[classes].to_numpy(float), want, atol=2e-3)
+    assert main(["predict", "--record", str(res.paths[0]), "--checkpoint", str(BAT_TINY_FSDD_WEIGHTS),
+                 "--device", "cpu", str(tests[0])]) == 0
+    line = capsys.readouterr().out.strip().replace("\n", "")
+    shown = df.prediction[0].split(";") if df.prediction[0] else []
+    assert all(c in line for c in shown) and (shown or f"no class >= {threshold:g}" in line)
