@@ -15,6 +15,7 @@ did in evaluation.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ class Predictor:
         header = read_probe_header(probe_path)
         meta = header.get("metadata") or {}
         stamp = meta.get("record") or {}
-        if stamp != _record_stamp(record):
+        if json.dumps(stamp, sort_keys=True) != json.dumps(_record_stamp(record), sort_keys=True):
             raise ProbeError(f"{probe_path}: saved by another run (record date {stamp.get('date')!r}) than "
                              f"{record_path} (date {record.date!r})",
                              hint="rerun `probekit probe` to save the probe of this record")
