@@ -433,8 +433,11 @@ def plan_lines(bb, spec, proto, probe_name, counts, prepared, est, n_seeds: int,
 
 
 def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, *, online, confirm, results_dir,
-                     log: Callable[[str], None] | None = None, dry_run: bool = False, plans: list | None = None):
-    """(probe, record) for each probe on one dataset; every split is planned once.
+                     log: Callable[[str], None] | None = None, dry_run: bool = False, plans: list | None = None,
+                     trained: list | None = None):
+    """(probe, record) for each probe on one dataset; every split is planned once. With `trained` (a list),
+    the first seed's probe of each record is appended to it before the record is yielded
+    (`probekit.predict.trained_probe`: what `store_probe` saves beside the record).
 
     Before any training: failed clips are counted (a test split with failed clips is refused unless
     `allow_partial_test`), class coverage is checked (warnings, kept in the notes) and, with `log` or
@@ -489,7 +492,7 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
                                                     overrides, seed_list, progress)
         total = time.perf_counter() - t0
         train_s = sum(r.train_s or 0.0 for r in runs)
-        yield probe_name, make_record(
+        record = make_record(
             backbone=backbone_ref(bb),
             dataset=spec.name,
             dataset_id=dataset_identity(ds),
@@ -508,12 +511,20 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
             environment=env,
             notes="; ".join([*clip_notes, *coverage, *notes]),
         )
+        if trained is not None:
+            from probekit.predict import trained_probe
+
+            t = prepared[record_split].tokens  # its content key says how the scored tokens were made
+            key = t.cache_key() if online else t.store.key
+            trained.append(trained_probe(used["first"], record, key, multilabel=bool(train.multilabel),
+                                         cv=proto.selection == "cv"))
+        yield probe_name, record
 
 
 def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, progress):
     from probekit.train.protocols import run_protocol
 
-    runs, notes, last = [], [], None
+    runs, notes, last, first = [], [], None, None
     for seed in seeds:
         res = run_protocol(probe_name, train, test, protocol=proto, hparams=hparams, train_overrides=overrides,
                            seed=seed, val=val, progress=progress)
@@ -528,6 +539,8 @@ def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, 
                                          "per_class": {**run.per_class, "f1": f1_per_class},
                                          "extras": {**run.extras, **extras}})
         runs.append(run)
+        if first is None:
+            first = (seed, res)
         if dropped:
             notes.append(f"seed {seed}: undefined metrics left out: {', '.join(dropped)}")
         last = res
@@ -537,6 +550,7 @@ def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, 
         metric=last.metrics["primary"],
         hyperparameters={"probe": dict(last.hparams), "train": cfg, "selection": last.selection,
                          "validation": last.val_source, "val_fraction": last.val_fraction},
+        first=first,  # (seed, ProtocolResult) of the first seed: the probe `probekit predict` applies
     )
     return runs, sorted(set(notes)), None, used
 

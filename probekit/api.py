@@ -165,6 +165,7 @@ class Results:
     records: list[ResultRecord] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     plans: list[list[str]] = field(default_factory=list)  # the plan of each run, in words (log / dry_run)
+    backbone: Any = field(default=None, repr=False, compare=False)  # what evaluate probed (reused by predict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -217,6 +218,36 @@ class Results:
 
         return plot_heatmap(self.leaderboard(**filters), path)
 
+    def predict(self, paths: Sequence[str | Path], *, record: int | str | None = None, device: str = "auto",
+                batch_size: int = 16, **options):
+        """Apply a saved probe to audio files: a pandas DataFrame, one row per file (path, prediction,
+        score, error, one score column per class; see `probekit.predict.Predictor.predict`).
+
+        record: which record's probe (an index, or a probe name) when these Results hold several. Uses the
+        probe saved beside the written record (evaluate(write=True, save_probe=True)) and the backbone
+        evaluate probed; **options go to `Predictor` (checkpoint=, trust_checkpoint=)."""
+        from probekit.predict import Predictor
+
+        if not self.paths:
+            raise ConfigError("these results have no written record, so no saved probe to predict with",
+                              hint="run evaluate(..., write=True, save_probe=True)")
+        if record is None:
+            if len(self.paths) > 1:
+                raise ConfigError(f"these results hold {len(self.paths)} records: say which probe predicts",
+                                  hint="record=0, or record='<probe name>': "
+                                  + ", ".join(f"{r.probe}@{r.dataset}" for r in self.records))
+            record = 0
+        if isinstance(record, str):
+            hits = [i for i, r in enumerate(self.records) if r.probe == record]
+            if len(hits) != 1:
+                raise ConfigError(f"record={record!r} matches {len(hits)} records",
+                                  hint="use an index: " + ", ".join(f"{i}: {r.probe}@{r.dataset}"
+                                                                   for i, r in enumerate(self.records)))
+            record = hits[0]
+        if "backbone" not in options and "checkpoint" not in options:
+            options["backbone"] = self.backbone
+        return Predictor(self.paths[record], device=device, batch_size=batch_size, **options).predict(paths)
+
     def __repr__(self) -> str:
         cells = ", ".join(f"{r.probe}@{r.dataset}={r.score:.2f}" for r in self.records[:6])
         more = f", ... ({len(self.records)} records)" if len(self.records) > 6 else ""
@@ -241,6 +272,7 @@ def evaluate(
     write: bool = True,
     dry_run: bool = False,
     log: Callable[[str], None] | None = None,
+    save_probe: bool = True,
     **options,
 ) -> Results:
     """Probe a model's frozen tokens on datasets and record the results.
@@ -267,6 +299,9 @@ def evaluate(
             extracted), time a short warm-up on existing tokens, and return `Results.plans`; no records.
         log: called with each line of the plan (clips per split, steps, an estimated training time, peak
             memory, warnings) before training starts; None prints nothing (warnings still go to `warnings`).
+        save_probe: save the first seed's trained probe beside each written record
+            (`<record>.probe.safetensors`, for `probekit predict` / `Results.predict`); False removes one
+            an earlier run left there.
         **options: the 0.1 flat keywords (seeds=, hparams=, train_overrides=, protocol=, test_split=,
             trials=, tune_options=, layers=, dtype=, cache_dir=, device=, batch_size=, workers=, progress=,
             checkpoint=, trust_checkpoint=, name=, adapt=, ...), mapped onto the objects above.
@@ -295,14 +330,18 @@ def evaluate(
         answers: dict[str, bool] = {}
         ask = confirm
         confirm = lambda msg: answers.setdefault("ok", bool(ask(msg)))
-    out = Results()
+    out = Results(backbone=bb)
+    trained: list | None = [] if write and save_probe else None
     for ds in resolved:
         for probe_name, record in evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
                                                     confirm=confirm, results_dir=results_dir, log=log,
-                                                    dry_run=dry_run, plans=out.plans):
+                                                    dry_run=dry_run, plans=out.plans, trained=trained):
             out.records.append(record)
             if write:
+                from probekit.predict import store_probe
+
                 out.paths.append(write_record(record, results_dir))
+                store_probe(out.paths[-1], trained.pop() if trained else None)
     return out
 
 

@@ -51,6 +51,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "probekit.cli.results",
     "probekit.cli.demo",
     "probekit.cli.pretrain",
+    "probekit.cli.predict",
 )
 
 

@@ -222,6 +222,7 @@ def probe_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the result table."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " The result record(s), as written to disk."),
+    save_probe: bool = typer.Option(True, "--save-probe/--no-save-probe", help="Save the first seed's probe beside the record (for `probekit predict`)."),
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -263,7 +264,7 @@ def probe_cmd(
                                allow_partial_test=allow_partial_test),
             tune=TuneOptions(trials=trials) if tune else False,
             online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
-            data_root=data_root, dry_run=dry_run, write=not dry_run,
+            data_root=data_root, dry_run=dry_run, write=not dry_run, save_probe=save_probe,
             log=None if (quiet or json_out) else
             (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)),
         )
@@ -284,6 +285,11 @@ def probe_cmd(
         return
     for p in res.paths:
         console.print(f"record: {p}", highlight=False, soft_wrap=True)
+        if save_probe:
+            from probekit.predict import probe_path_for
+
+            console.print(f"probe: {probe_path_for(p)} (`probekit predict --record {p} AUDIO...`)",
+                          highlight=False, soft_wrap=True, markup=False)
     rec = res.records[0]
     # the run succeeded: a bad record elsewhere in the results dir is a warning here, never exit 2
     with warnings.catch_warnings(record=True) as caught:
