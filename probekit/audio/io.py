@@ -242,12 +242,33 @@ def load_audio(
     elif native_sr != sample_rate:
         import torchaudio.functional as AF
 
+        _check_resample_cost(p, native_sr, sample_rate)
         wave = AF.resample(torch.from_numpy(mono), native_sr, sample_rate)
     else:
         wave = torch.from_numpy(mono)
     if wave.numel() == 0:
         raise AudioError(p, f"nothing left after resampling {data.shape[0]} samples from {native_sr} Hz")
     return wave.to(torch.float32).contiguous()
+
+
+#: torchaudio's exact polyphase resampler builds a (target/g) x (native/g + 2*width) filter, g = gcd of the
+#: rates: 44.1 kHz -> 16 kHz needs 160 x 475 taps, but a header saying 44101 Hz needs 16000 x 44135
+#: (2.8 GB as float32, more during the convolution). Such a rate is refused per clip instead of exhausting
+#: memory (found by tests/faults/test_fuzz.py).
+MAX_RESAMPLE_TAPS = 20_000_000
+
+
+def _check_resample_cost(path, native: int, target: int) -> None:
+    import math
+
+    g = math.gcd(int(native), int(target))
+    width = math.ceil(6 * native / (min(native, target) * 0.99))  # torchaudio's lowpass_filter_width=6
+    taps = (target // g) * (native // g + 2 * width)
+    if taps > MAX_RESAMPLE_TAPS:
+        raise AudioError(path, f"sample rate {native} Hz cannot be converted to {target} Hz exactly without a "
+                               f"{taps * 4 / 1e9:.1f} GB filter (the rates share no common factor)",
+                         hint="re-encode it at a standard rate (8, 16, 22.05, 32, 44.1 or 48 kHz), "
+                              "or check its header")
 
 
 def _soxr_resample(mono: np.ndarray, orig: int, target: int, quality: str) -> np.ndarray:

@@ -167,6 +167,11 @@ def _torch_load(path: Path, trust_checkpoint: bool) -> Any:
         # an empty or cut-off file raises EOFError with no message at all
         first = (str(e).strip().splitlines() or [f"{type(e).__name__}: the file ends early"])[0]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({first[:200]})") from None
+    except Exception as e:  # noqa: BLE001 - torch's unpickler meets foreign bytes with IndexError, KeyError, ...
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__} while unpickling)",
+            hint="point at the weights file itself (e.g. model.safetensors or a .pt/.ckpt); it may be damaged",
+        ) from None
     warn(
         f"warning: fully unpickling {path} (--trust-checkpoint): this can run code from the file; "
         f"convert it once with `probekit convert` to load it safely from then on"
