@@ -63,7 +63,8 @@ def _dbs(*folders: Path) -> list[Path]:
 def test_other_weights_never_resume_a_study(in_work, tmp_path, capfd):
     res = tmp_path / "r"
     base = tune_args(in_work, "--results-dir", str(res), backbone="bat-tiny-fsdd")
-    assert main([*base, "--study", "k"]) == 0
+    random_init = [*base, "--weights", "random"]  # the name alone means the shipped weights (issue 15)
+    assert main([*random_init, "--study", "k"]) == 0
     capfd.readouterr()
     # the same explicit study with the trained checkpoint: refused, naming both weights
     assert main([*base, "--study", "k", "--checkpoint", str(CHECKPOINT)]) == 2
@@ -71,7 +72,7 @@ def test_other_weights_never_resume_a_study(in_work, tmp_path, capfd):
     assert "study 'k' was made with weights random-init seed 0, this run uses sha256" in err
     assert "--fresh" in err and err.strip().count("\n") == 0
     # default names: one study per weights, never the random-init one resumed
-    assert main(base) == 0
+    assert main(random_init) == 0
     assert main([*base, "--checkpoint", str(CHECKPOINT)]) == 0
     names = [p.stem for p in _dbs(res / "studies")]
     assert len(names) == 3 and "k" in names, names

@@ -33,7 +33,7 @@ def _local_only(tmp_path, monkeypatch):
 
 
 def test_shipped_name_means_the_shipped_weights_not_random_init():
-    from probekit.api import _backbone_ref
+    from probekit._evaluate import backbone_ref as _backbone_ref
 
     bb = get_backbone("bat-tiny-fsdd")
     assert bb.checkpoint_sha256 == SHIPPED_SHA
@@ -49,7 +49,7 @@ def test_official_name_offline_is_a_clear_error_not_random_weights(monkeypatch):
 
 
 def test_random_weights_only_when_asked_and_labelled():
-    from probekit.api import _backbone_ref
+    from probekit._evaluate import backbone_ref as _backbone_ref
 
     ref = _backbone_ref(get_backbone("bat-tiny-fsdd", weights="random", seed=5))
     assert ref.checkpoint_sha256 is None and ref.label == "bat-tiny-fsdd (random init, seed 5)"
