@@ -265,18 +265,19 @@ def test_failed_clip_is_retried_when_it_decodes_again(tmp_path, fsdd_root, bat_t
     good = victim.read_bytes()
     ds = get_dataset(f"manifest:{m}")
     ref = extract(bat_tiny, ds, "train", cache_dir=tmp_path / "ref", **OPTS)
-    # unreadable for a while (as a file mid-copy, or with the wrong permissions): same size, so the
-    # dataset fingerprint and the store are the same
+    # broken for a while (a file mid-copy): same size, other content, so content fingerprints give the
+    # dataset another key; its store records the failed clip
     victim.write_bytes(b"XXXX" + good[4:])
-    st = extract(bat_tiny, get_dataset(f"manifest:{m}"), "train", cache_dir=tmp_path / "c", **OPTS)
-    assert st.path.name == ref.path.name
+    broken = get_dataset(f"manifest:{m}")
+    st = extract(bat_tiny, broken, "train", cache_dir=tmp_path / "c", **OPTS)
+    assert st.path.name != ref.path.name
     assert [f["id"] for f in st.failed_clips()] == [victim.name]
     counts = open_cache(st.path).failed_counts()
     assert counts == {"split": "train", "clips": 8, "failed": 1, "ids": [victim.name]}
-    # still broken: a rerun tries it, it fails again, nothing else is redone
-    assert extract(bat_tiny, ds, "train", cache_dir=tmp_path / "c", **OPTS).failed_counts()["failed"] == 1
+    # still broken: a rerun of that store tries the clip again, it fails again, nothing else is redone
+    assert extract(bat_tiny, broken, "train", cache_dir=tmp_path / "c", **OPTS).failed_counts()["failed"] == 1
     victim.write_bytes(good)
-    again = extract(bat_tiny, ds, "train", cache_dir=tmp_path / "c", **OPTS)
+    again = extract(bat_tiny, get_dataset(f"manifest:{m}"), "train", cache_dir=tmp_path / "c", **OPTS)
     assert again.failed_counts()["failed"] == 0 and again.meta["failed_clips"] == []
     assert open_cache(again.path).num_clips == 8
     assert_same_store(again.path, ref.path)
@@ -301,7 +302,11 @@ def test_unreadable_file_permission_fixed_then_rerun_recovers(tmp_path, fsdd_roo
         pytest.skip(f"could not make the file unreadable here: {r.stderr[-300:]}")
     r = run_module(*args)
     assert r.returncode == 0, r.stderr
-    st = TokenStore(stores[0])
+    # content fingerprints mark an unreadable file, so the fixed dataset has its own key: the rerun's store
+    # (named on stdout) is complete with every clip, and the one with the failed clip is never reused
+    used = [p for p in (tmp_path / "c").glob("*.zarr") if p.name in r.stdout]
+    assert len(used) == 1, r.stdout
+    st = TokenStore(used[0])
     assert st.complete and st.failed_counts()["failed"] == 0
 
 
