@@ -359,7 +359,7 @@ def run_search(plan: TuningPlan, *, study_name: str, storage: str, fresh: bool =
     o = plan.options
     return optimize_study(
         plan.objective, plan.space, study_name=study_name, storage=storage, n_trials=o.n_trials,
-        n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval, max_resource=plan.total,
+        n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval * o.pruner_warmup, max_resource=plan.total,
         reduction_factor=o.reduction_factor, seed=o.seed, timeout=o.timeout, progress=o.progress,
         meta=plan.key, catch=(ProbeError, ValueError, RuntimeError, TypeError), fresh=fresh,
     )
@@ -444,7 +444,7 @@ def tune(
         fresh: delete an existing study of that name and start again.
         num_heads: backbone heads for attentive probes.
         options: how to search (TuneOptions); or give its fields as keywords: n_trials, n_startup, pruner,
-            reduction_factor, seeds, eval_every, val_fraction, timeout, seed, progress.
+            reduction_factor, pruner_warmup, seeds, eval_every, val_fraction, timeout, seed, progress.
 
     Returns:
         TuneResult: best parameters, trial counts, training steps, per-seed test scores, mean, std, 95% CI.
