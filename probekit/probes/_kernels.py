@@ -15,6 +15,8 @@ Both equal autograd of the plain formula (tests/probes/test_kernels.py).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -73,31 +75,21 @@ class _ExtremeSimilarity(torch.autograd.Function):
         if not terms or not (need_z or need_p):
             return None, None, None
         # The gradient is a sparse (B*N) x K matrix M with one entry per (b, k, term): M[b*N + n*, k] = g[b, k]
-        # at the winning token n*. dL/dz = M @ P and dL/dP = M^T @ z, done as gathers and an index_add over
-        # chunks of prototypes (CPU sparse-CSR products were ~15% of a whole step; these are memory-bound and
-        # O(B*K*D) like them). autocast off: the full-precision dtype.
+        # at the winning token n*. dL/dz = M @ P and dL/dP = M^T @ z: sparse products with 2*B*K non-zeros.
         row0 = (torch.arange(B, device=z.device) * N)[:, None]
-        z2 = z.reshape(B * N, D)
-        gz = torch.zeros(B * N, D, dtype=dtype, device=z.device) if need_z else None
-        gp = torch.empty(K, D, dtype=dtype, device=z.device) if need_p else None
-        step = _chunk(FORWARD_CHUNK_ELEMS, B * D)
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            for s in range(0, K, step):
-                e = min(K, s + step)
-                pk = p[s:e].to(dtype)
-                acc = None
-                for g, a in terms:
-                    gk = g[:, s:e].to(dtype).unsqueeze(-1)  # (B, k, 1)
-                    rows = (a[:, s:e] + row0).reshape(-1)  # (B*k,) rows of z2
-                    if need_z:
-                        gz.index_add_(0, rows, (gk * pk).reshape(-1, D))
-                    if need_p:
-                        part = (gk * z2.index_select(0, rows).view(B, e - s, D).to(dtype)).sum(0)
-                        acc = part if acc is None else acc.add_(part)
-                if need_p:
-                    gp[s:e] = acc
-        gz = gz.view(B, N, D).to(z.dtype) if need_z else None
-        gp = gp.to(p.dtype) if need_p else None
+        rows = torch.cat([(a + row0).reshape(-1) for _, a in terms])
+        cols = torch.arange(K, device=z.device).repeat(B * len(terms))
+        vals = torch.cat([g.reshape(-1) for g, _ in terms]).to(dtype)
+        gz = gp = None
+        # autocast off: the sparse products run in the full-precision dtype (no bf16 sparse kernels)
+        with warnings.catch_warnings(), torch.autocast(device_type=z.device.type, enabled=False):
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            m = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (B * N, K), check_invariants=False)
+            m = m.coalesce()  # sorts and sums duplicates (min and max at the same token)
+            if need_z:
+                gz = (m.to_sparse_csr() @ p.to(dtype)).view(B, N, D).to(z.dtype)
+            if need_p:
+                gp = (m.t().to_sparse_csr() @ z.reshape(B * N, D).to(dtype)).to(p.dtype)
         return gz, gp, None
 
 
