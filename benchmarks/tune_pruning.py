@@ -5,8 +5,9 @@ best validation score is within 0.5 points of the unpruned best.
 
 Data: log-mel patch tokens of all 2,700 real FSDD training clips (tests/tune/fsdd_tokens.py); 20% held out,
 stratified, for validation. Probe and protocol: MLP on the cls tokens, FSDD protocol shortened to 300
-steps of batch 32 with validation every 30 steps (pruning rungs at 30, 90, 270 steps with the default
-reduction factor 3; 30, 60, 120, 240 with 2).
+steps of batch 32 with validation every 30 steps (pruning rungs at 30, 120 steps with the default
+reduction factor 4; 30, 90, 270 with 3; 30, 60, 120, 240 with 2). `--pruner-warmup W` puts the first rung
+at W validations.
 
     PYTHONPATH=. python benchmarks/tune_pruning.py [--trials 50] [--probe mlp] [--steps 300] [--hyperband]
 """
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=30)
     ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--reduction-factor", type=int, default=3)
+    ap.add_argument("--reduction-factor", type=int, default=4)
     ap.add_argument("--pruner-warmup", type=int, default=None,
                     help="validations before the first rung (default: probekit's TuneOptions default)")
     ap.add_argument("--hyperband", action="store_true", help="also run the Hyperband pruner")

@@ -106,7 +106,7 @@ class TuneResult:
 
 
 # ---- pieces --------------------------------------------------------------------------------------------
-def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_factor: int = 3) -> optuna.pruners.BasePruner:
+def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_factor: int = 4) -> optuna.pruners.BasePruner:
     """Successive halving ("sha"), Hyperband, or none, on steps at which validation is reported.
 
     Args:
@@ -117,7 +117,7 @@ def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_fa
     if kind not in PRUNERS:
         raise ConfigError(f"unknown pruner {kind!r}", hint=suggest(kind, PRUNERS))
     if kind != "none" and reduction_factor < 2:
-        raise ConfigError(f"--reduction-factor {reduction_factor}: must be at least 2", hint="e.g. --reduction-factor 3")
+        raise ConfigError(f"--reduction-factor {reduction_factor}: must be at least 2", hint="e.g. --reduction-factor 4")
     if kind == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
     if kind == "hyperband":
@@ -181,7 +181,7 @@ def optimize_study(
     pruner: str | optuna.pruners.BasePruner = "sha",
     min_resource: int = 1,
     max_resource: int = 100,
-    reduction_factor: int = 3,
+    reduction_factor: int = 4,
     direction: str = "maximize",
     seed: int = 0,
     timeout: float | None = None,
