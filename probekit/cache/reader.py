@@ -26,7 +26,7 @@ from probekit.cache.store import TokenStore, list_stores
 from probekit.errors import CacheError
 from probekit.tokens import TokenBatch, TokenRequest, batch_order
 
-__all__ = ["CacheReader", "SHUFFLE_ORDERS", "open_cache", "shard_batch_order"]
+__all__ = ["CacheReader", "SHUFFLE_ORDERS", "open_cache", "shard_batch_order", "shard_order"]
 
 # "global": one permutation of all clips, the same as InMemoryTokens/OnlineTokens draw for the seed (the
 # default: cache, RAM and live tokens give the same batches, and resumed runs replay them exactly).
@@ -35,12 +35,10 @@ __all__ = ["CacheReader", "SHUFFLE_ORDERS", "open_cache", "shard_batch_order"]
 SHUFFLE_ORDERS = ("global", "shard")
 
 
-def shard_batch_order(shard_of: np.ndarray, batch_size: int, *, indices: np.ndarray, seed: int = 0,
-                      drop_last: bool = False, window: int = 2) -> list[np.ndarray]:
-    """Batches of `indices` (shuffled) in shard-aware order: shard order shuffled, then clips shuffled
-    inside each window of `window` consecutive shards of that order. `shard_of[i]` is position i's shard.
-
-    Deterministic in `seed` (the same batches on every call, so a resumed run replays them)."""
+def shard_order(shard_of: np.ndarray, indices: np.ndarray, seed, *, window: int = 2) -> np.ndarray:
+    """`indices` shuffled shard-aware: shard order shuffled, then clips shuffled inside each window of
+    `window` consecutive shards of that order. `shard_of[i]` is position i's shard. A pure function of
+    its arguments (`seed`: anything `np.random.default_rng` takes), so a resumed run replays it."""
     idx = np.asarray(indices, dtype=np.int64)
     rng = np.random.default_rng(seed)
     sh = shard_of[idx]
@@ -50,7 +48,13 @@ def shard_batch_order(shard_of: np.ndarray, batch_size: int, *, indices: np.ndar
     for w in range(0, len(shards), max(1, window)):
         members = idx[np.isin(sh, shards[w : w + window])]
         parts.append(members[rng.permutation(len(members))])
-    idx = np.concatenate(parts) if parts else idx
+    return np.concatenate(parts) if parts else idx
+
+
+def shard_batch_order(shard_of: np.ndarray, batch_size: int, *, indices: np.ndarray, seed: int = 0,
+                      drop_last: bool = False, window: int = 2) -> list[np.ndarray]:
+    """The batches of one shard-aware shuffled pass (`shard_order`), cut like `batch_order`'s."""
+    idx = shard_order(shard_of, indices, seed, window=window)
     stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
     return [idx[s : s + batch_size] for s in range(0, stop, batch_size) if len(idx[s : s + batch_size])]
 
@@ -225,6 +229,14 @@ class CacheReader:
         )
 
     # ---- TokenData ---------------------------------------------------------------------------------
+    def epoch_order(self, indices: np.ndarray, seed) -> np.ndarray | None:
+        """The shuffled order of `indices` for one training epoch (`probekit.train.fit` asks; `seed` is
+        (run seed, epoch)): shard-aware for a reader opened with shuffle_order="shard", else None (fit's
+        own global permutation, the same for every TokenData)."""
+        if self.shuffle_order != "shard":
+            return None
+        return shard_order(self.rows // self.layout.clips_per_shard, indices, seed, window=self.shard_window)
+
     def batches(
         self,
         request: TokenRequest,

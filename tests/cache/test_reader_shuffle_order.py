@@ -80,3 +80,14 @@ def test_bad_order_is_refused(store_path):
         CacheReader(store_path, preload=False, shuffle_order="random")
     with pytest.raises(CacheError, match="shard_window 0"):
         CacheReader(store_path, preload=False, shuffle_order="shard", shard_window=0)
+
+
+def test_fit_trains_in_the_reader_order_and_resumes_it(store_path):
+    from probekit.cache.reader import shard_order
+
+    r = CacheReader(store_path, preload=False, threads=0, shuffle_order="shard")
+    idx = np.arange(C)
+    a, b = r.epoch_order(idx, [0, 1]), r.epoch_order(idx, [0, 1])
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(C))
+    assert np.array_equal(a, shard_order(np.arange(C) // S, idx, [0, 1], window=2))
+    assert CacheReader(store_path, preload=False, threads=0).epoch_order(idx, [0, 1]) is None  # fit's own order
