@@ -139,6 +139,15 @@ def main() -> None:
                 tm = min(epoch_memmap(patch, cls, li, a.batch, order) for _ in range(a.repeats))
                 tr = min(epoch_reader(reader, req, a.batch, shuffle) for _ in range(a.repeats))
                 rows.append((f"{name}, {'shuffled' if shuffle else 'sequential'}", tm, tr))
+        # shard-aware shuffling (opt-in reader order): memmap keeps its globally shuffled order
+        shard_reader = CacheReader(path, preload=False, threads=a.threads, shuffle_order="shard")
+        order = np.random.default_rng(0).permutation(a.clips)
+        for name, req in (("last layer", TokenRequest(layers="last")), ("all layers", TokenRequest(layers="all"))):
+            li = req.resolve(a.layers)
+            epoch_reader(shard_reader, req, a.batch, True)
+            tm = min(epoch_memmap(patch, cls, li, a.batch, order) for _ in range(a.repeats))
+            tr = min(epoch_reader(shard_reader, req, a.batch, True) for _ in range(a.repeats))
+            rows.append((f"{name}, shuffled shard-aware (vs global memmap)", tm, tr))
         pre = CacheReader(path, preload=True, threads=a.threads)
         req = TokenRequest(layers="last")
         order = np.random.default_rng(0).permutation(a.clips)

@@ -5,8 +5,9 @@ best validation score is within 0.5 points of the unpruned best.
 
 Data: log-mel patch tokens of all 2,700 real FSDD training clips (tests/tune/fsdd_tokens.py); 20% held out,
 stratified, for validation. Probe and protocol: MLP on the cls tokens, FSDD protocol shortened to 300
-steps of batch 32 with validation every 30 steps (pruning rungs at 30, 90, 270 steps with the default
-reduction factor 3; 30, 60, 120, 240 with 2).
+steps of batch 32 with validation every 30 steps (pruning rungs at 30, 120 steps with the default
+reduction factor 4; 30, 90, 270 with 3; 30, 60, 120, 240 with 2). `--pruner-warmup W` puts the first rung
+at W validations.
 
     PYTHONPATH=. python benchmarks/tune_pruning.py [--trials 50] [--probe mlp] [--steps 300] [--hyperband]
 """
@@ -52,7 +53,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=30)
     ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--reduction-factor", type=int, default=3)
+    ap.add_argument("--reduction-factor", type=int, default=4)
+    ap.add_argument("--pruner-warmup", type=int, default=None,
+                    help="validations before the first rung (default: probekit's TuneOptions default)")
     ap.add_argument("--hyperband", action="store_true", help="also run the Hyperband pruner")
     ap.add_argument("--storage-dir", type=Path, default=None,
                     help="keep the studies here; a rerun resumes them (finished ones cost nothing)")
@@ -76,11 +79,13 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for pruner in pruners:
             t = time.perf_counter()
-            tag = pruner if pruner == "none" else f"{pruner}{args.reduction_factor}"
+            tag = pruner if pruner == "none" else f"{pruner}{args.reduction_factor}" + (
+                f"w{args.pruner_warmup}" if args.pruner_warmup is not None else "")
+            extra = {} if args.pruner_warmup is None else {"pruner_warmup": args.pruner_warmup}
             results[pruner] = r = tune(
                 args.probe, train, protocol="fsdd", n_trials=args.trials, n_startup=args.startup, pruner=pruner,
                 reduction_factor=args.reduction_factor, only=tuple(args.only.split(",")), train_overrides=overrides,
-                val_fraction=args.val_fraction, seeds=0, seed=args.seed, storage=f"sqlite:///{folder}/{tag}.db",
+                val_fraction=args.val_fraction, seeds=0, seed=args.seed, **extra, storage=f"sqlite:///{folder}/{tag}.db",
                 study_name=f"bench-{tag}-s{args.seed}", progress=args.progress,
             )
             r.wall = time.perf_counter() - t  # type: ignore[attr-defined]
@@ -89,7 +94,7 @@ def main() -> None:
     base = results["none"]
     table = Table(title=f"{args.trials}-trial study ({args.startup} Sobol + TPE), {args.probe} on FSDD, "
                         f"{args.steps} steps/trial, validation every {args.eval_every}, "
-                        f"reduction factor {args.reduction_factor}", header_style="bold")
+                        f"reduction factor {args.reduction_factor}, pruner warm-up {args.pruner_warmup or 'default'}", header_style="bold")
     for col in ("pruner", "complete", "pruned", "training steps", "steps ratio", "best val acc", "diff (points)", "wall s"):
         table.add_column(col, justify="right")
     for pruner, r in results.items():

@@ -26,7 +26,37 @@ from probekit.cache.store import TokenStore, list_stores
 from probekit.errors import CacheError
 from probekit.tokens import TokenBatch, TokenRequest, batch_order
 
-__all__ = ["CacheReader", "open_cache"]
+__all__ = ["CacheReader", "SHUFFLE_ORDERS", "open_cache", "shard_batch_order", "shard_order"]
+
+# "global": one permutation of all clips, the same as InMemoryTokens/OnlineTokens draw for the seed (the
+# default: cache, RAM and live tokens give the same batches, and resumed runs replay them exactly).
+# "shard": shard-aware shuffling (opt-in): shards in a random order, a few at a time, clips shuffled within
+# that window, so a batch touches at most `shard_window` shards (sequential-like reads from cold disks).
+SHUFFLE_ORDERS = ("global", "shard")
+
+
+def shard_order(shard_of: np.ndarray, indices: np.ndarray, seed, *, window: int = 2) -> np.ndarray:
+    """`indices` shuffled shard-aware: shard order shuffled, then clips shuffled inside each window of
+    `window` consecutive shards of that order. `shard_of[i]` is position i's shard. A pure function of
+    its arguments (`seed`: anything `np.random.default_rng` takes), so a resumed run replays it."""
+    idx = np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sh = shard_of[idx]
+    shards = np.unique(sh)
+    shards = shards[rng.permutation(len(shards))]
+    parts = []
+    for w in range(0, len(shards), max(1, window)):
+        members = idx[np.isin(sh, shards[w : w + window])]
+        parts.append(members[rng.permutation(len(members))])
+    return np.concatenate(parts) if parts else idx
+
+
+def shard_batch_order(shard_of: np.ndarray, batch_size: int, *, indices: np.ndarray, seed: int = 0,
+                      drop_last: bool = False, window: int = 2) -> list[np.ndarray]:
+    """The batches of one shard-aware shuffled pass (`shard_order`), cut like `batch_order`'s."""
+    idx = shard_order(shard_of, indices, seed, window=window)
+    stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+    return [idx[s : s + batch_size] for s in range(0, stop, batch_size) if len(idx[s : s + batch_size])]
 
 
 def _available_ram() -> int:
@@ -46,7 +76,14 @@ class CacheReader:
     """
 
     def __init__(self, path: str | os.PathLike, *, preload: bool | str = "auto", threads: int = 4,
-                 prefetch: int = 4, include_failed: bool = False, layers: Sequence[int] | None = None):
+                 prefetch: int = 4, include_failed: bool = False, layers: Sequence[int] | None = None,
+                 shuffle_order: str = "global", shard_window: int = 2):
+        if shuffle_order not in SHUFFLE_ORDERS:
+            raise CacheError(f"shuffle_order {shuffle_order!r} is not one of {', '.join(SHUFFLE_ORDERS)}",
+                             hint="use 'global' (the default, same batches as in-memory tokens) or 'shard'")
+        if int(shard_window) < 1:
+            raise CacheError(f"shard_window {shard_window!r} must be at least 1", hint="e.g. shard_window=2")
+        self.shuffle_order, self.shard_window = shuffle_order, int(shard_window)
         self.store = TokenStore(path)
         if not self.store.complete:
             raise CacheError(
@@ -192,6 +229,14 @@ class CacheReader:
         )
 
     # ---- TokenData ---------------------------------------------------------------------------------
+    def epoch_order(self, indices: np.ndarray, seed) -> np.ndarray | None:
+        """The shuffled order of `indices` for one training epoch (`probekit.train.fit` asks; `seed` is
+        (run seed, epoch)): shard-aware for a reader opened with shuffle_order="shard", else None (fit's
+        own global permutation, the same for every TokenData)."""
+        if self.shuffle_order != "shard":
+            return None
+        return shard_order(self.rows // self.layout.clips_per_shard, indices, seed, window=self.shard_window)
+
     def batches(
         self,
         request: TokenRequest,
@@ -205,7 +250,8 @@ class CacheReader:
         """One pass over `indices` (positions 0..num_clips-1, default all) in batches.
 
         Shuffling draws the same permutation as `InMemoryTokens` for the same seed, so batches hold the
-        same clips; within a batch they come in storage order (`TokenBatch.index` names them).
+        same clips; within a batch they come in storage order (`TokenBatch.index` names them). A reader
+        opened with `shuffle_order="shard"` shuffles shard-aware instead (`shard_batch_order`).
         """
         if not (request.patch or request.cls):
             raise CacheError("TokenRequest asks for neither patch nor cls tokens")
@@ -213,7 +259,11 @@ class CacheReader:
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_clips):
             raise CacheError(f"index out of range for {self.num_clips} clips in {self.path}")
         layers = tuple(self._layer_pos[i] for i in request.resolve(self.num_layers))
-        chunks = batch_order(self.num_clips, batch_size, indices=idx, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        if shuffle and self.shuffle_order == "shard":
+            chunks = shard_batch_order(self.rows // self.layout.clips_per_shard, batch_size, indices=idx, seed=seed,
+                                       drop_last=drop_last, window=self.shard_window)
+        else:
+            chunks = batch_order(self.num_clips, batch_size, indices=idx, shuffle=shuffle, seed=seed, drop_last=drop_last)
         if not chunks:
             return
         if self.threads == 0:  # inline: no hand-off between threads (best when the consumer is idle anyway)

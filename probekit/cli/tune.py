@@ -89,7 +89,7 @@ def tune_cmd(
     trials: int = typer.Option(50, "--trials", "-n", help="Results the study should hold (resumed studies continue)."),
     startup: int = typer.Option(25, "--startup", help="Quasi-random (Sobol) trials before TPE."),
     pruner: str = typer.Option("sha", "--pruner", help="sha (successive halving), hyperband or none."),
-    reduction_factor: int = typer.Option(3, "--reduction-factor", help="Pruner reduction factor (keep 1/N per rung)."),
+    reduction_factor: int = typer.Option(4, "--reduction-factor", help="Pruner reduction factor (keep 1/N per rung)."),
     seeds: int = typer.Option(5, "--seeds", help="Retrains of the best configuration, each scored on test (0: none)."),
     space: list[str] = typer.Option([], "--space", help="Override a range: NAME=LOW:HIGH[:log], NAME=int:LOW:HIGH, NAME=A,B,C."),
     space_file: Path | None = typer.Option(None, "--space-file", help="TOML file with a \\[space] table of ranges."),

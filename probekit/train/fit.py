@@ -381,7 +381,11 @@ class _Run:
     def epoch_batches(self, epoch: int, start: int) -> Iterator:
         """The batches of `epoch` from batch `start` on (a pure function of seed and epoch: resumable)."""
         bs, idx = self.config.batch_size, self.train_idx
-        order = idx[np.random.default_rng([self.config.seed, epoch]).permutation(len(idx))]
+        # a reader may shuffle its own way (CacheReader(shuffle_order="shard")): also a pure function of seed and epoch
+        custom = getattr(self.data, "epoch_order", None)
+        order = custom(idx, [self.config.seed, epoch]) if custom is not None else None
+        if order is None:
+            order = idx[np.random.default_rng([self.config.seed, epoch]).permutation(len(idx))]
         drop_last = self.config.drop_last and len(idx) >= bs
         stop = self.per_epoch * bs if drop_last else len(order)
         # Within a batch the order is irrelevant to training; ascending indices let chunked (Zarr) readers

@@ -106,7 +106,7 @@ class TuneResult:
 
 
 # ---- pieces --------------------------------------------------------------------------------------------
-def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_factor: int = 3) -> optuna.pruners.BasePruner:
+def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_factor: int = 4) -> optuna.pruners.BasePruner:
     """Successive halving ("sha"), Hyperband, or none, on steps at which validation is reported.
 
     Args:
@@ -117,7 +117,7 @@ def make_pruner(kind: str, *, min_resource: int, max_resource: int, reduction_fa
     if kind not in PRUNERS:
         raise ConfigError(f"unknown pruner {kind!r}", hint=suggest(kind, PRUNERS))
     if kind != "none" and reduction_factor < 2:
-        raise ConfigError(f"--reduction-factor {reduction_factor}: must be at least 2", hint="e.g. --reduction-factor 3")
+        raise ConfigError(f"--reduction-factor {reduction_factor}: must be at least 2", hint="e.g. --reduction-factor 4")
     if kind == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
     if kind == "hyperband":
@@ -181,7 +181,7 @@ def optimize_study(
     pruner: str | optuna.pruners.BasePruner = "sha",
     min_resource: int = 1,
     max_resource: int = 100,
-    reduction_factor: int = 3,
+    reduction_factor: int = 4,
     direction: str = "maximize",
     seed: int = 0,
     timeout: float | None = None,
@@ -358,7 +358,7 @@ def run_search(plan: TuningPlan, *, study_name: str, storage: str, fresh: bool =
     o = plan.options
     return optimize_study(
         plan.objective, plan.space, study_name=study_name, storage=storage, n_trials=o.n_trials,
-        n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval, max_resource=plan.total,
+        n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval * o.pruner_warmup, max_resource=plan.total,
         reduction_factor=o.reduction_factor, seed=o.seed, timeout=o.timeout, progress=o.progress,
         meta=plan.key, catch=(ProbeError, ValueError, RuntimeError, TypeError), fresh=fresh,
     )
@@ -443,7 +443,7 @@ def tune(
         fresh: delete an existing study of that name and start again.
         num_heads: backbone heads for attentive probes.
         options: how to search (TuneOptions); or give its fields as keywords: n_trials, n_startup, pruner,
-            reduction_factor, seeds, eval_every, val_fraction, timeout, seed, progress.
+            reduction_factor, pruner_warmup, seeds, eval_every, val_fraction, timeout, seed, progress.
 
     Returns:
         TuneResult: best parameters, trial counts, training steps, per-seed test scores, mean, std, 95% CI.
