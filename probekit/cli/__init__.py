@@ -19,7 +19,9 @@ def _hide_flag_types() -> None:
         from typer.core import TyperOption
     except ImportError:  # another typer layout: keep its help as it is
         return
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # older typer (e.g. 0.1x) shows no type after flags anyway
+        return
 
     def display_type_rich(self, ctx):
         return None if getattr(self, "is_flag", False) else shown(self, ctx)
