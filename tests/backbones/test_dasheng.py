@@ -187,6 +187,7 @@ def test_time_only_grid_end_to_end_cache_and_probes(tmp_path, fsdd_root):
     # a stored clip equals the backbone on that clip alone (its features floored by its own max)
     clip = ds.clips("test")[5]
     wave = load_audio(clip.path, sample_rate=16000)
+    bb.to("cpu")  # extraction may have moved it to a GPU; the reference runs on the CPU
     p_bb = plan(bb, ds, "test", device="cpu", need_layout=False).backbone  # frames fixed to the split's longest
     assert p_bb.frontend.config.target_frames // 4 == t
     fe = p_bb.frontend

@@ -248,6 +248,7 @@ def test_extract_fsdd_and_train_linear_and_cgp(folders, fsdd_root, tmp_path):
     assert data.grid == (int(bb.model._get_feat_extract_output_lengths(longest)), 1)
     first = next(data.batches(TokenRequest(layers="all"), 4))
     wave = load_audio(train[0].path, sample_rate=16000)
+    bb.to("cpu")  # extraction may have moved it to a GPU; the reference runs on the CPU
     ref = bb.with_frontend(bb.frontend.config.__class__(**{**bb.frontend.config.__dict__, "target_frames": longest}))
     want = ref.forward_tokens(wave[None])
     v = int(want.valid_rows[0])

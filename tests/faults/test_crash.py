@@ -161,9 +161,12 @@ def test_cli_killed_then_interrupted_then_rerun(tmp_path, data, capsys):
     proc.communicate(timeout=60)
     t = time.time()
     proc = popen_module(*args, "--cache-dir", cache)
-    assert _wait(lambda: _locked_since(store, t), proc), proc.communicate()
+    seen = _wait(lambda: _locked_since(store, t), proc)
+    # a kill that landed late leaves little to resume: the rerun may finish before its lock is seen
+    assert seen or proc.poll() == 0, proc.communicate()
     time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C while it extracts
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while it extracts
     out, err = proc.communicate(timeout=120)
     if proc.returncode == 130:  # it was still working: one line, no traceback
         assert err.strip().splitlines()[-1:] == ["interrupted"] and "Traceback" not in err, (out, err)
