@@ -38,3 +38,9 @@ def demo(
     console.print(f"leaderboard: {res.leaderboard_path}  (heatmap: {res.heatmap_path})", highlight=False, soft_wrap=True)
     console.print(f"layer-gate figure: {res.gates_path}", highlight=False, soft_wrap=True)
     console.print(f"records: {out_dir / 'results'}  ·  done in {res.seconds:.0f} s", highlight=False, soft_wrap=True)
+    console.print(
+        "rows: the probekit-pretrained model (†: it saw FSDD's training split), the same architecture at random "
+        "init, and melpatch (raw log-mel patches, no weights): a model is only worth its score above both floors. "
+        f"Next: probekit leaderboard --results-dir {out_dir / 'results'} ; "
+        f"probekit plot gates -d fsdd --results-dir {out_dir / 'results'} -o gates.png",
+        highlight=False, soft_wrap=True, markup=False)

@@ -106,7 +106,7 @@ def plot_gates(
         )
     n = len(curves)
     fig = _figure(max(3.4 * n + 0.6, 6.0), 5.0)
-    axes = fig.subplots(2, n, squeeze=False, sharex="col")
+    axes = fig.subplots(2, n, squeeze=False, sharex="col", sharey="row")  # panels compare on one scale
     for j, (label, c) in enumerate(curves.items()):
         top, bottom = axes[0][j], axes[1][j]
         scores, gates = c.get("layer_scores"), c.get("gates")
@@ -124,13 +124,13 @@ def plot_gates(
             x = np.arange(1, len(gates) + 1) if x is None else np.asarray(x)
             bottom.bar(x, gates, color="tab:orange")
             bottom.axhline(1.0 / len(gates), color="grey", lw=0.8, ls="--", label="uniform")
-            bottom.legend(fontsize=7, loc="lower right", framealpha=0.9)
+            bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 1.18), framealpha=0.9)
         else:
             bottom.text(0.5, 0.5, "no CGP gates", ha="center", va="center", transform=bottom.transAxes)
         top.set_title(label, fontsize=10)
         bottom.set_xlabel("block")
         if j == 0:
-            top.set_ylabel(f"linear probe {metric_label}")
+            top.set_ylabel(f"linear probe {metric_label}\n(test split, per block)")
             bottom.set_ylabel("CGP gate weight")
         length = max(len(scores) if scores is not None else 0,
                      int(np.max(c["gate_blocks"])) if c.get("gate_blocks") is not None else 0,
@@ -143,8 +143,8 @@ def plot_gates(
 
 
 def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """A leaderboard (from `leaderboard()`) as an annotated heatmap, one colour scale per column
-    (datasets use different metrics), best per column in bold."""
+    """A leaderboard (from `leaderboard()`) as an annotated heatmap on one 0-100 colour scale with a colour
+    bar (every metric is a percentage), best per column in bold; at most 24 inches either way."""
     from probekit.results.leaderboard import DATASET_NAMES, PROBE_NAMES, SUMMARY, _row_label
 
     cols = [c for c in df.columns if c[0] not in SUMMARY]
@@ -152,14 +152,14 @@ def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike, *, title: str | None
         raise ConfigError("the leaderboard is empty: nothing to plot",
                           hint="loosen --dataset/--probe/--backbone, or run a probe first")
     values = df[cols].to_numpy(dtype=float)
-    # per-column min-max so each column uses the full colour range
-    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    norm = (values - lo) / span
+    # one absolute 0-100 scale for every column (scores are percentages): with per-column scaling two rows
+    # 41.3 vs 37.3 looked as far apart as 83.7 vs 64.7
+    norm = np.clip(values / 100.0, 0.0, 1.0)
     rows = [_row_label(r) for r in df.index]
-    fig = _figure(1.2 * len(cols) + 3.5, 0.42 * len(rows) + 1.8)
+    fig = _figure(min(0.8 * len(cols) + 4.0, 24.0), min(0.42 * len(rows) + 1.8, 24.0))
     ax = fig.add_subplot()
-    ax.imshow(np.ma.masked_invalid(norm), cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="score (%)")
     best = df.attrs.get("best")
     for i in range(len(rows)):
         for j, c in enumerate(cols):
@@ -170,11 +170,12 @@ def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike, *, title: str | None
             ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
                     color="black" if norm[i, j] > 0.6 else "white", fontweight="bold" if bold else "normal")
     ax.set_xticks(range(len(cols)),
-                  [f"{DATASET_NAMES.get(d, d)}\n{PROBE_NAMES.get(p, p)}" for d, p in cols], fontsize=8)
+                  [f"{DATASET_NAMES.get(d, d)}\n{PROBE_NAMES.get(p, p)}" for d, p in cols], fontsize=8,
+                  rotation=90 if len(cols) > 12 else 0)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     groups = [r[0] for r in df.index]
     for i in range(1, len(groups)):
         if groups[i] != groups[i - 1]:
             ax.axhline(i - 0.5, color="white", lw=2)
-    ax.set_title(title or "Leaderboard (colour scaled per column)", fontsize=10)
+    ax.set_title(title or "Leaderboard (colour: score in %, one scale for every column)", fontsize=10)
     return _save(fig, path)
