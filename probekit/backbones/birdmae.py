@@ -553,6 +553,6 @@ for _name, _repo in (("bird-mae-base", "DBD-research-group/Bird-MAE-Base"),
                      ("bird-mae-large", "DBD-research-group/Bird-MAE-Large"),
                      ("bird-mae-huge", "DBD-research-group/Bird-MAE-Huge")):
     register_weights(PublishedWeights(
-        _name, (f"hf:{_repo}/model.safetensors",), license="not stated in the official README (see the model card)",
+        _name, (f"hf:{_repo}/model.safetensors",), license="none stated (no LICENSE file in the repository, none on the model cards; see the card)",
         notes="official Hub release (DBD-research-group/Bird-MAE README); sizes and heads read from the file",
     ))

@@ -518,7 +518,8 @@ _ZENODO = "https://zenodo.org/records/11511780/files/"
 for _name, _file in (("dasheng-base", "dasheng_base.pt"), ("dasheng-0.6b", "dasheng_06b.pt"),
                      ("dasheng-1.2b", "dasheng_12b.pt")):
     register_weights(PublishedWeights(
-        _name, (f"{_ZENODO}{_file}?download=1",), license="MIT (dasheng package metadata)",
+        _name, (f"{_ZENODO}{_file}?download=1",), license="see Zenodo record 11511780 for the weights' terms",
         notes="official Zenodo release named by dasheng/pretrained/pretrained.py; sha256 not published -> pinned at "
-        "first download",
+        "first download; code licence per the package metadata (MIT classifier in pyproject @01fc8828, Apache-2.0 "
+        "read from dasheng==0.0.9 for the card): not settled here",
     ))
