@@ -63,6 +63,7 @@ from probekit.backbones.checkpoint_io import (
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import sincos_table
+from probekit.backbones.weights import weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
 __all__ = [
@@ -356,7 +357,9 @@ class AudioMAEBackbone(BackboneBase):
                            grid=(t, cfg.freq_patches), valid_rows=valid_rows)
 
     def cache_key(self) -> dict:
-        weights = {"sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {"random_init_seed": self.seed}
+        # local files keep the content key {sha256}; downloads also name source and revision (weights_key)
+        weights = weights_key(getattr(self, "weights", None), sha256=self.checkpoint_sha256, seed=self.seed)
+        weights.pop("use_ema", None)  # no EMA option in this family: the key of a local file stays as it was
         return {"backbone": self.name, "family": "audiomae", "audiomae": self.config.to_dict(), "weights": weights,
                 "frontend": frontend_config_dict(self.frontend_config)}
 

@@ -44,6 +44,7 @@ from probekit.backbones.checkpoint_io import (
 )
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
+from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
 __all__ = ["BeatsBackbone", "BeatsConfig", "BeatsFbank", "BeatsFbankConfig", "BeatsModel", "beats_param_count", "save"]
@@ -476,7 +477,9 @@ class BeatsBackbone(BackboneBase):
     def cache_key(self) -> dict:
         from probekit.backbones._frontend import frontend_config_dict
 
-        weights = {"sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {"random_init_seed": self.seed}
+        # local files keep the content key {sha256}; downloads also name source and revision (weights_key)
+        weights = weights_key(getattr(self, "weights", None), sha256=self.checkpoint_sha256, seed=self.seed)
+        weights.pop("use_ema", None)  # no EMA option in this family: the key of a local file stays as it was
         return {"backbone": self.name, "family": "beats", "config": self.model.config.to_dict(), "weights": weights,
                 "frontend": frontend_config_dict(self.frontend_config)}
 
@@ -582,3 +585,24 @@ for _name, (_cfg, _notes, _data) in _VARIANTS.items():
     _f = partial(build, _name, card=_c, config=_cfg)
     _f.__doc__ = f"{_notes}. From an official BEATs checkpoint, or seeded random init."
     register_backbone(_f, name=_name, card=_c)
+
+# Weights by name (probekit.backbones.weights): the links of the official table in microsoft/unilm
+# beats/README.md ("Pre-Trained Model" column), signed Azure blob URLs as published (they expire in 3022).
+# No sha256 is published: the first download's hash is pinned. The .pt holds {'cfg': dict, 'model': state dict}
+# of plain types, so it loads with weights_only=True like a local file (no converter, no full unpickling).
+_BEATS_BLOB = "https://msranlcmtteamdrive.blob.core.windows.net/share/BEATs/"
+_BEATS_LICENSE = "MIT (microsoft/unilm LICENSE, per beats/README.md)"
+register_weights(PublishedWeights(
+    "beats-iter3",
+    (_BEATS_BLOB + "BEATs_iter3.pt?sv=2020-08-04&st=2022-12-18T10%3A38%3A57Z&se=3022-12-19T10%3A38%3A00Z&sr=b&sp=r"
+     "&sig=Zo2EeinTCJsm4sH%2FjR03eYPdfT%2BLd0LBn%2FYIhj7ZQ7E%3D",),
+    license=_BEATS_LICENSE, notes="BEATs_iter3 pre-trained model (microsoft/unilm beats/README.md table); sha256 not "
+    "published -> pinned at first download",
+))
+register_weights(PublishedWeights(
+    "beats-iter3-plus-as2m",
+    (_BEATS_BLOB + "BEATs_iter3_plus_AS2M.pt?sv=2020-08-04&st=2022-12-18T10%3A40%3A53Z&se=3022-12-19T10%3A40%3A00Z"
+     "&sr=b&sp=r&sig=SKBQMA7MRAMFv7Avyu8a4EkFOlkEhf8nF0Jc2wlYd%2B0%3D",),
+    license=_BEATS_LICENSE, notes="BEATs_iter3+ (AS2M) pre-trained model, not the fine-tuned cpt1/cpt2 (microsoft/unilm "
+    "beats/README.md table); sha256 not published -> pinned at first download",
+))

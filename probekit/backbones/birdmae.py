@@ -48,6 +48,7 @@ from probekit.backbones.checkpoint_io import (
 )
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
+from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
 __all__ = ["BirdMAEBackbone", "BirdMAEConfig", "BirdMAEFbankConfig", "BirdMAEFrontend", "BirdMAEViT", "pos_table"]
@@ -416,7 +417,9 @@ class BirdMAEBackbone(BackboneBase):
         return LayerTokens(patch=sel[:, :, 1:], cls=sel[:, :, 0], grid=(t, cfg.freq_patches), valid_rows=valid_rows)
 
     def cache_key(self) -> dict:
-        weights = {"sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {"random_init_seed": self.seed}
+        # local files keep the content key {sha256}; downloads also name source and revision (weights_key)
+        weights = weights_key(getattr(self, "weights", None), sha256=self.checkpoint_sha256, seed=self.seed)
+        weights.pop("use_ema", None)  # no EMA option in this family: the key of a local file stays as it was
         return {"backbone": self.name, "family": FAMILY, "sample_rate": self.sample_rate,
                 "config": dataclasses.asdict(self.model.config), "weights": weights,
                 "frontend": dict(self.frontend_config.to_dict())}
@@ -542,3 +545,14 @@ for _name, (_cfg, _notes, _data) in _VARIANTS.items():
     _f = partial(build, _name, card=_c, config=_cfg)
     _f.__doc__ = f"{_notes}. From a Bird-MAE model.safetensors, or seeded random init."
     register_backbone(_f, name=_name, card=_c)
+
+# Weights by name (probekit.backbones.weights): the "Models with architectures" Hub repos listed under
+# Checkpoints in DBD-research-group/Bird-MAE README.md (model.safetensors, the layout read above). No sha256
+# is published apart from the Hub's LFS etag, which is checked; the first download's hash is pinned.
+for _name, _repo in (("bird-mae-base", "DBD-research-group/Bird-MAE-Base"),
+                     ("bird-mae-large", "DBD-research-group/Bird-MAE-Large"),
+                     ("bird-mae-huge", "DBD-research-group/Bird-MAE-Huge")):
+    register_weights(PublishedWeights(
+        _name, (f"hf:{_repo}/model.safetensors",), license="none stated (no LICENSE file in the repository, none on the model cards; see the card)",
+        notes="official Hub release (DBD-research-group/Bird-MAE README); sizes and heads read from the file",
+    ))

@@ -40,6 +40,7 @@ from probekit.backbones.checkpoint_io import (
 )
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
+from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
 ARCHITECTURE = "dasheng"
@@ -372,7 +373,9 @@ class DashengBackbone(BackboneBase):
         return self.model.norm(tokens)
 
     def cache_key(self) -> dict:
-        weights = {"sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {"random_init_seed": self.seed}
+        # local files keep the content key {sha256}; downloads also name source and revision (weights_key)
+        weights = weights_key(getattr(self, "weights", None), sha256=self.checkpoint_sha256, seed=self.seed)
+        weights.pop("use_ema", None)  # no EMA option in this family: the key of a local file stays as it was
         return {"backbone": self.name, "family": "dasheng", "config": self.model.config.to_dict(),
                 "weights": weights, "frontend": self.frontend.config.to_dict()}
 
@@ -506,3 +509,17 @@ CARDS: dict[str, BackboneCard] = {}
 for _name, (_cfg, _notes, _data) in _VARIANTS.items():
     CARDS[_name] = _c = _card(_name, _cfg, _notes, _data)
     register_backbone(partial(build, _name, card=_c, config=_cfg), name=_name, card=_c)
+
+# Weights by name (probekit.backbones.weights): PRETRAINED_CHECKPOINTS of the official package
+# (RicherMans/Dasheng dasheng/pretrained/pretrained.py), Zenodo record 11511780. No sha256 is published there:
+# the first download's hash is pinned. The .pt is {'model': state dict, 'config': kwargs} of plain types, so it
+# loads with weights_only=True like a local file (no converter, no full unpickling).
+_ZENODO = "https://zenodo.org/records/11511780/files/"
+for _name, _file in (("dasheng-base", "dasheng_base.pt"), ("dasheng-0.6b", "dasheng_06b.pt"),
+                     ("dasheng-1.2b", "dasheng_12b.pt")):
+    register_weights(PublishedWeights(
+        _name, (f"{_ZENODO}{_file}?download=1",), license="see Zenodo record 11511780 for the weights' terms",
+        notes="official Zenodo release named by dasheng/pretrained/pretrained.py; sha256 not published -> pinned at "
+        "first download; code licence per the package metadata (MIT classifier in pyproject @01fc8828, Apache-2.0 "
+        "read from dasheng==0.0.9 for the card): not settled here",
+    ))
