@@ -63,7 +63,7 @@ from probekit.backbones.checkpoint_io import (
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import sincos_table
-from probekit.backbones.weights import weights_key
+from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
 __all__ = [
@@ -544,3 +544,14 @@ for _name, _v in _VARIANTS.items():
     _f = partial(build, _name, card=_c, variant=_v)
     _f.__doc__ = f"{_v.notes}. From an official AudioMAE checkpoint, or seeded random init."
     register_backbone(_f, name=_name, card=_c)
+
+# The official checkpoints are published on Google Drive only (facebookresearch/AudioMAE README @bd60e296):
+# no direct download exists, so the name says where to get the file instead of silently meaning random init.
+_DRIVE = "https://drive.google.com/file/d/{}/view"
+for _name, _file, _id in (("audiomae", "pretrained.pth", "1rRsmU8x7D-x4BvcPyroUJwU18eixNfKg"),
+                          ("audiomae-ft-as2m", "finetuned.pth", "1dacJa-XcaoLPZf--mLvzSdlzo5iMX2ST")):
+    register_weights(PublishedWeights(
+        _name, (f"manual:{_file}@{_DRIVE.format(_id)}",), license="CC BY-NC 4.0 (repository LICENSE)",
+        finetuned_on=("as2m", "as20k") if _name.endswith("ft-as2m") else (),
+        notes="Google Drive only; download by hand and pass --weights PATH",
+    ))

@@ -67,8 +67,9 @@ DEFAULT_HF_FILE = "model.safetensors"
 class PublishedWeights:
     """The official weights of one registered backbone name.
 
-    sources: tried in order; each `hf:owner/repo[@rev]/file`, `https://...` or `package:relative/path`
-        (a file shipped inside probekit). sha256: the published hash, None where the source publishes none
+    sources: tried in order; each `hf:owner/repo[@rev]/file`, `https://...`, `package:relative/path`
+        (a file shipped inside probekit) or `manual:FILE@PAGE` (published only behind a page that needs a
+        browser, e.g. Google Drive: the user downloads FILE from PAGE and passes --weights PATH). sha256: the published hash, None where the source publishes none
         (then the Hub's LFS etag and the first download's pinned hash protect later loads).
     finetuned_on: datasets the weights were fine-tuned on (in-domain there; also on the card's training_data).
     """
@@ -368,7 +369,12 @@ def _fetch_source(src: str, *, expected: str | None, progress: bool) -> Resolved
         return _hub_fetch(m["repo"], m["rev"], m["file"] or DEFAULT_HF_FILE, expected=expected)
     if src.startswith(("https://", "http://")):
         return _url_fetch(src, expected=expected, progress=progress)
-    raise BackboneError(f"weights source {src!r}: unknown scheme", hint="use hf:, https:// or package:")
+    if src.startswith("manual:"):
+        file, _, page = src[len("manual:"):].partition("@")
+        raise CheckpointError(f"the official weights ({file}) are published only at {page}, which needs a browser",
+                              hint=f"download {file} from that page, then pass --weights /path/to/{file} "
+                                   "(or --weights random for the random-init floor)")
+    raise BackboneError(f"weights source {src!r}: unknown scheme", hint="use hf:, https://, package: or manual:")
 
 
 def resolve_weights(name: str, weights=None, *, checkpoint=None, progress: bool = True) -> ResolvedWeights:

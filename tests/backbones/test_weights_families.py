@@ -87,7 +87,12 @@ def test_every_family_name_has_its_official_source():
     assert W.published_weights("beats-iter3").sources[0].startswith(blob + "BEATs_iter3.pt?sv=")
     assert W.published_weights("beats-iter3-plus-as2m").sources[0].startswith(blob + "BEATs_iter3_plus_AS2M.pt?sv=")
     # AudioMAE publishes Google Drive pages only (no direct file URL): no registered source, random by default
-    assert W.published_weights("audiomae") is None and W.published_weights("audiomae-ft-as2m") is None
+    # AudioMAE's files sit behind Google Drive pages: the name says where to get them, never random init
+    for name, file in (("audiomae", "pretrained.pth"), ("audiomae-ft-as2m", "finetuned.pth")):
+        (src,) = W.published_weights(name).sources
+        assert src.startswith(f"manual:{file}@https://drive.google.com/")
+        with pytest.raises(CheckpointError, match=f"download {file} from that page"):
+            get_backbone(name)
 
 
 def test_dasheng_by_name_downloads_verifies_and_loads_the_official_file(hub, monkeypatch):
