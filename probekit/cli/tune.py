@@ -240,9 +240,10 @@ def _plan_lines(probe: str, options, plan, data: dict, planned: dict) -> list[st
         hparams["prototypes"] = k.high
     n_fit = len(plan.fit_idx) if plan.fit_idx is not None else plan.train.num_clips
     warning = prototype_warning(probe, hparams, n_fit, plan.train.num_classes)
-    if warning and k is not None and getattr(k, "high", None) is not None:
-        warning += (f"; K is searched up to {k.high:,}: narrow it with --space prototypes=int:16:{max(32, n_fit // 4)} "
-                    "or fix it with --set prototypes=N")
+    if warning:  # said in tune's flags
+        warning = warning.replace(" try --prototypes ", " try --set prototypes=").replace(" (hparams={'prototypes': ...})", "")
+        if k is not None and getattr(k, "high", None) is not None:
+            warning += f", or search a smaller range: --space prototypes=int:16:{max(32, n_fit // 4)}:log"
     est = estimate_fit(probe, plan.train, plan.protocol, plan.hparams, plan.fixed_train)
     return tuning_plan_lines(probe, options, clips=clips, plan=plan, estimate=est, planned=planned, warning=warning)
 

@@ -351,7 +351,8 @@ def tuning_plan_lines(
         lines.append(f"  {s}: no token cache yet; extraction planned: {d.clips} clips, projected {_bytes(d.needed)} "
                      f"at {d.path} ({_bytes(d.free)} free)")
     startup = min(opts.n_startup, opts.n_trials)
-    lines.append(f"  trials: {opts.n_trials} ({startup} quasi-random, then TPE)"
+    lines.append(f"  trials: {opts.n_trials} " + (f"({startup} quasi-random, then TPE)" if startup < opts.n_trials
+                                                   else "(all quasi-random: --startup covers them)")
                  + (f"; no new trial after {opts.timeout:g} s" if opts.timeout else ""))
     if plan is not None:
         rungs = pruner_rungs(opts, plan.interval, plan.total)
@@ -370,7 +371,8 @@ def tuning_plan_lines(
             f"({opts.n_trials} trial(s) x {plan.total} steps"
             + (", an upper bound: pruned trials stop early" if bound else "")
             + f", + {opts.seeds} retrain(s) x {int(estimate['steps'])} steps; from a timed warm-up of "
-            f"{estimate['warmup_steps']} real steps: {per_step * 1000:.1f} ms/step; validation not counted)")
+            f"{estimate['warmup_steps']} real steps at the default hyperparameters: {per_step * 1000:.1f} ms/step; "
+            "validation not counted)")
         if estimate.get("peak_bytes"):
             lines.append(f"  peak GPU memory in the warm-up: {_bytes(estimate['peak_bytes'])}")
     elif plan is None:

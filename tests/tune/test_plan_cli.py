@@ -27,7 +27,7 @@ def test_dry_run_prints_the_plan_and_creates_no_study(fsdd_train, fsdd_test, tmp
     assert "at most 64 per trial" in out and "rungs at step(s) 4, 16" in out
     assert "seed retrains of the best: 2" in out
     assert "estimated training time: at most" in out and "an upper bound" in out and "ms/step" in out
-    assert "warning: protobin: K=16,384 prototypes for 270 training clips" in out and "--space prototypes=int:16:67" in out
+    assert "warning: protobin: K=16,384 prototypes for 270 training clips" in out and "--space prototypes=int:16:67:log" in out
     assert not list(results.rglob("*.db")) and not list(results.rglob("*.json"))
     assert not (results / "studies").exists()
 
