@@ -132,10 +132,8 @@ def tune_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP + " On a terminal: a live "
                                   "table of trials."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the best trial and the test score."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the plan (clips, trials, steps, estimated time, cache size) and exit: no "
-        "extraction, no study, no record."
-    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, trials, steps, estimated time, "
+                                 "cache size) and exit: no extraction, no study, no record."),
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
     from probekit.tune.logs import cli_log_handler
@@ -183,17 +181,14 @@ def tune_cmd(
 
     # resolved once: the tokens and the record then name the same weights (checkpoint sha256)
     bb = resolve_backbone(backbone, checkpoint=checkpoint, weights=weights)
-    planned: dict | None = {} if dry_run else None
-    train, val, test, proto = token_splits(
-        bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir, progress=not no_progress,
-        **({"planned": planned} if dry_run else {}),
-    )
+    planned: dict = {}  # dry run: split -> projected size of its missing cache (nothing is extracted)
+    train, val, test, proto = token_splits(bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir,
+                                           progress=not no_progress, **({"planned": planned} if dry_run else {}))
     plan = None if train is None else plan_tuning(
         probe, train, val=val, protocol=proto, space=overrides, space_file=space_path, only=names, hparams=hparams,
         train_overrides=train_overrides, options=options)
     if not quiet:  # the plan before any trial (--quiet / --json -: only the result)
-        for line in _plan_lines(probe, options, plan, {"train": train, "validation": val, "test": test}, planned or {}):
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        _print_plan(probe, options, plan, {"train": train, "validation": val, "test": test}, planned)
     if dry_run:
         return
     # the default name carries a digest of what the trials measure: other weights or data, another study
@@ -210,15 +205,24 @@ def tune_cmd(
     else:
         print_summary(summarize_study(url, name), console)
     if json_out is not None:
-        from probekit._io import atomic_write_text
-
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
-        if not quiet:
-            console.print(f"wrote {json_out}")
+        _write_json(result, json_out, say=not quiet)
     if url.startswith("sqlite") and not quiet:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
     _write_record(result, bb, dataset, train, test, data_root, results_dir, say=not quiet)
+
+
+def _write_json(result, json_out: Path, *, say: bool) -> None:
+    from probekit._io import atomic_write_text
+
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
+    if say:
+        console.print(f"wrote {json_out}")
+
+
+def _print_plan(probe: str, options, plan, data: dict, planned: dict) -> None:
+    console.print("\n".join(_plan_lines(probe, options, plan, data, planned)), markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def _plan_lines(probe: str, options, plan, data: dict, planned: dict) -> list[str]:
