@@ -40,11 +40,13 @@ def _parse_sets(items: list[str], probe_cls) -> tuple[dict[str, Any], dict[str, 
     return hparams, train
 
 
-def token_splits(backbone: str, dataset: str, protocol: str | None, **prepare_kwargs):
+def token_splits(backbone: str, dataset: str, protocol: str | None, *, planned: dict | None = None, **prepare_kwargs):
     """(train, val, test, protocol name) TokenData for a backbone on a dataset, extracting when needed.
 
     val is the dataset's official validation split when it has one; test its test split (None for
-    cross-validated protocols, whose folds all live in the training tokens).
+    cross-validated protocols, whose folds all live in the training tokens). With `planned` (a dict: the
+    dry run) nothing is extracted: a split without a finished cache is None and its projected size (a
+    cache.planning.DryRun) goes into planned[split].
     """
     from probekit.datasets import get_dataset
 
@@ -69,7 +71,20 @@ def token_splits(backbone: str, dataset: str, protocol: str | None, **prepare_kw
         raise ConfigError(f"dataset {spec.name!r} has no {train_split!r} split to tune on", hint=f"its splits: {', '.join(splits)}")
 
     def get(split):
-        return None if split is None else token_data(backbone, ds, split, **prepare_kwargs)
+        if split is None:
+            return None
+        if planned is None:
+            return token_data(backbone, ds, split, **prepare_kwargs)
+        # as api.prepare, but a missing cache is planned, not extracted
+        from probekit._evaluate import collect_options, plan_split, prepare_planned
+        from probekit.api import resolve_backbone
+
+        o = collect_options({k: v for k, v in prepare_kwargs.items() if k != "data_root"}, where="prepare")
+        bb = resolve_backbone(backbone, device=o.run.device, **o.backbone)
+        p = prepare_planned(plan_split(bb, ds, split, o, False), o.run, online=False, confirm=None, dry_run=True)
+        if p.planned is not None:
+            planned[split] = p.planned
+        return p.tokens
 
     return get(train_split), get(val_split), get(test_split), proto.name
 
@@ -117,6 +132,8 @@ def tune_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP + " On a terminal: a live "
                                   "table of trials."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the best trial and the test score."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, trials, steps, estimated time, "
+                                 "cache size) and exit: no extraction, no study, no record."),
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
     from probekit.tune.logs import cli_log_handler
@@ -157,18 +174,23 @@ def tune_cmd(
     names = tuple(s.strip() for s in only.split(",") if s.strip()) if only else None
     space_path = str(space_file) if space_file else None
     search_space(cls, probe, hparams, train_overrides, overrides, space_path, names)
-    if storage is None:  # a bad --study name or an unwritable studies folder, said before extraction
+    if storage is None and not dry_run:  # a bad --study name or an unwritable studies folder, said before extraction
         default_storage_url(study or probe, results_dir)
 
     from probekit.api import resolve_backbone
 
     # resolved once: the tokens and the record then name the same weights (checkpoint sha256)
     bb = resolve_backbone(backbone, checkpoint=checkpoint, weights=weights)
-    train, val, test, proto = token_splits(
-        bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir, progress=not no_progress,
-    )
-    plan = plan_tuning(probe, train, val=val, protocol=proto, space=overrides, space_file=space_path, only=names,
-                       hparams=hparams, train_overrides=train_overrides, options=options)
+    planned: dict = {}  # dry run: split -> projected size of its missing cache (nothing is extracted)
+    train, val, test, proto = token_splits(bb, dataset, protocol, data_root=data_root, cache_dir=cache_dir,
+                                           progress=not no_progress, **({"planned": planned} if dry_run else {}))
+    plan = None if train is None else plan_tuning(
+        probe, train, val=val, protocol=proto, space=overrides, space_file=space_path, only=names, hparams=hparams,
+        train_overrides=train_overrides, options=options)
+    if not quiet:  # the plan before any trial (--quiet / --json -: only the result)
+        _print_plan(probe, options, plan, {"train": train, "validation": val, "test": test}, planned)
+    if dry_run:
+        return
     # the default name carries a digest of what the trials measure: other weights or data, another study
     name = study or default_study_name(probe, plan.key, prefix=f"{probe}-{backbone}-{dataset}-{proto}")
     url = storage or default_storage_url(name, results_dir)
@@ -183,15 +205,51 @@ def tune_cmd(
     else:
         print_summary(summarize_study(url, name), console)
     if json_out is not None:
-        from probekit._io import atomic_write_text
-
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
-        if not quiet:
-            console.print(f"wrote {json_out}")
+        _write_json(result, json_out, say=not quiet)
     if url.startswith("sqlite") and not quiet:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
     _write_record(result, bb, dataset, train, test, data_root, results_dir, say=not quiet)
+
+
+def _write_json(result, json_out: Path, *, say: bool) -> None:
+    from probekit._io import atomic_write_text
+
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2, default=str))
+    if say:
+        console.print(f"wrote {json_out}")
+
+
+def _print_plan(probe: str, options, plan, data: dict, planned: dict) -> None:
+    console.print("\n".join(_plan_lines(probe, options, plan, data, planned)), markup=False, highlight=False,
+                  soft_wrap=True)
+
+
+def _plan_lines(probe: str, options, plan, data: dict, planned: dict) -> list[str]:
+    """The plan of this run in words: a timed warm-up of the probe on the real training tokens (as
+    `probekit probe` does) extrapolated to trials x steps plus the seed retrains."""
+    from probekit._evaluate import estimate_fit, prototype_warning
+    from probekit.tune.plan import tuning_plan_lines
+
+    clips = {s: d.num_clips for s, d in data.items() if d is not None}
+    clips.update({s: d.clips for s, d in planned.items()})  # by their split names: no tokens yet
+    if plan is None:
+        return tuning_plan_lines(probe, options, clips=clips, planned=planned)
+    if plan.fit_idx is not None:  # the held-out validation part of train
+        clips = {"train": len(plan.fit_idx), "validation (held out of train)": len(plan.val_idx),
+                 **{s: n for s, n in clips.items() if s != "train"}}
+    hparams = dict(plan.hparams)
+    k = plan.space.get("prototypes")
+    if k is not None and getattr(k, "high", None) is not None:  # searched: the largest K a trial may use
+        hparams["prototypes"] = k.high
+    n_fit = len(plan.fit_idx) if plan.fit_idx is not None else plan.train.num_clips
+    warning = prototype_warning(probe, hparams, n_fit, plan.train.num_classes)
+    if warning:  # said in tune's flags
+        warning = warning.replace(" try --prototypes ", " try --set prototypes=").replace(" (hparams={'prototypes': ...})", "")
+        if k is not None and getattr(k, "high", None) is not None:
+            warning += f", or search a smaller range: --space prototypes=int:16:{max(32, n_fit // 4)}:log"
+    est = estimate_fit(probe, plan.train, plan.protocol, plan.hparams, plan.fixed_train)
+    return tuning_plan_lines(probe, options, clips=clips, plan=plan, estimate=est, planned=planned, warning=warning)
 
 
 def _result_line(result) -> str:

@@ -23,7 +23,7 @@ from probekit.probes.space import Param
 from probekit.tokens import TokenData
 from probekit.tune.space import load_space_file, resolve_space, space_to_text
 
-__all__ = ["PRUNERS", "TuneOptions", "search_space", "TuningPlan", "default_study_name", "plan_tuning", "token_source"]
+__all__ = ["PRUNERS", "TuneOptions", "search_space", "TuningPlan", "default_study_name", "plan_tuning", "pruner_rungs", "token_source", "tuning_plan_lines"]
 
 PRUNERS = ("sha", "hyperband", "none")
 
@@ -303,3 +303,80 @@ def plan_tuning(
         + (f" warm-up {opts.pruner_warmup}" if opts.pruner_warmup != 1 else ""),
     }
     return plan
+
+
+# ---- the plan in words (printed before a study starts; `probekit tune --dry-run`) ----------------------
+def pruner_rungs(opts: TuneOptions, interval: int, total: int) -> list[int]:
+    """Steps at which the pruner decides (successive halving: first rung * reduction_factor**k below a
+    full run); Hyperband's brackets each start one rung later, from the same first rung."""
+    if opts.pruner == "none":
+        return []
+    first, rungs = max(1, interval * opts.pruner_warmup), []
+    while first < total and len(rungs) < 32:
+        rungs.append(first)
+        first *= opts.reduction_factor
+    return rungs
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def tuning_plan_lines(
+    probe_name: str,
+    opts: TuneOptions,
+    *,
+    clips: Mapping[str, int],
+    plan: TuningPlan | None = None,
+    estimate: Mapping[str, Any] | None = None,
+    planned: Mapping[str, Any] | None = None,
+    warning: str | None = None,
+) -> list[str]:
+    """The plan of a tuning run, one fact a line: clips per split, trials, steps and rungs, retrains, an
+    estimated training time (from `probekit._evaluate.estimate_fit`'s timed warm-up), memory, warnings.
+
+    `plan` is None when the training tokens do not exist yet (a dry run): then `planned` (split ->
+    cache.planning.DryRun) gives the projected cache sizes and no time can be estimated."""
+    lines = [f"plan: tune {probe_name}" + (f" (protocol {plan.protocol.name}; validation: {plan.validation})" if plan else "")]
+    lines.append("  clips: " + ", ".join(f"{s} {n}" for s, n in clips.items()))
+    for s, d in (planned or {}).items():
+        lines.append(f"  {s}: no token cache yet; extraction planned: {d.clips} clips, projected {_bytes(d.needed)} "
+                     f"at {d.path} ({_bytes(d.free)} free)")
+    startup = min(opts.n_startup, opts.n_trials)
+    lines.append(f"  trials: {opts.n_trials} " + (f"({startup} quasi-random, then TPE)" if startup < opts.n_trials
+                                                   else "(all quasi-random: --startup covers them)")
+                 + (f"; no new trial after {opts.timeout:g} s" if opts.timeout else ""))
+    if plan is not None:
+        rungs = pruner_rungs(opts, plan.interval, plan.total)
+        pruning = ("no pruning" if opts.pruner == "none" else
+                   f"pruner {opts.pruner}/{opts.reduction_factor} rungs at step(s) {', '.join(map(str, rungs))}"
+                   if rungs else f"pruner {opts.pruner}: no rung below {plan.total} steps (no trial is pruned)")
+        lines.append(f"  steps: at most {plan.total} per trial, validation every {plan.interval}; {pruning}")
+    lines.append(f"  seed retrains of the best: {opts.seeds}")
+    if plan is not None and estimate is not None:
+        per_step, setup = float(estimate["per_step_s"]), float(estimate["setup_s"])
+        trial_s = opts.n_trials * (setup + per_step * plan.total)
+        retrain_s = opts.seeds * (setup + per_step * int(estimate["steps"]))
+        bound = opts.pruner != "none" and bool(pruner_rungs(opts, plan.interval, plan.total))
+        lines.append(
+            f"  estimated training time: {'at most ' if bound else '~'}{_seconds(trial_s + retrain_s)} "
+            f"({opts.n_trials} trial(s) x {plan.total} steps"
+            + (", an upper bound: pruned trials stop early" if bound else "")
+            + f", + {opts.seeds} retrain(s) x {int(estimate['steps'])} steps; from a timed warm-up of "
+            f"{estimate['warmup_steps']} real steps at the default hyperparameters: {per_step * 1000:.1f} ms/step; "
+            "validation not counted)")
+        if estimate.get("peak_bytes"):
+            lines.append(f"  peak GPU memory in the warm-up: {_bytes(estimate['peak_bytes'])}")
+    elif plan is None:
+        lines.append("  steps and training time: estimated once the tokens exist (extract first, or run without --dry-run)")
+    if warning:
+        lines.append(f"  warning: {warning}")
+    return lines
