@@ -65,7 +65,7 @@ def backbones_cmd(
             str(c.embed_dim),
             str(c.num_layers),
             str(c.num_heads),
-            c.frontend,
+            c.frontend or f"own ({c.family})",  # families with their own frontend (BEATs, Dasheng, ...)
             ", ".join(c.training_data) or "-",
             _short_citation(c.citation),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 import json
 
 import typer
@@ -56,6 +58,8 @@ def probes_cmd(
     t.add_column("tuned ranges")
     t.add_column("description")
     for r in rows:
-        t.add_row(r["name"], r["display_name"], " ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()),
-                  " ".join(f"{k}={v}" for k, v in r["search_space"].items()) or "-", r["description"])
+        # descriptions and values are text: "[min, cls, max]" is not rich markup
+        t.add_row(*(escape(x) for x in (
+            r["name"], r["display_name"], " ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()),
+            " ".join(f"{k}={v}" for k, v in r["search_space"].items()) or "-", r["description"])))
     print_table(t, console)
