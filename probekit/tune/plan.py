@@ -278,6 +278,16 @@ def plan_tuning(
         fit_idx, val_idx = holdout_split(train.labels, multilabel=train.multilabel, fraction=frac, seed=0)
         val_data = train
         validation = f"{frac:.0%} of train held out (stratified, seed 0)"
+        if proto.cv:
+            # Cross-validation scores every fold of this same split, so the held-out clips are also some
+            # fold's test clips: say so where the number is read (nested CV is not implemented).
+            validation += ("; cross-validation protocol: the held-out clips are also CV test clips, so the "
+                           "tuned score is optimistic (nested CV not implemented)")
+            import warnings
+
+            warnings.warn(f"tuning {probe_name} under the cross-validation protocol {proto.name!r}: the validation "
+                          "clips come from the split whose folds are later scored, so the reported score saw "
+                          "its test clips during the search (nested CV is not implemented)", stacklevel=2)
         n_fit = len(fit_idx)
     total, _, _ = base.schedule(n_fit)
     interval = int(opts.eval_every or base.eval_every or max(1, total // 10))

@@ -232,3 +232,17 @@ def test_a_schema_from_another_optuna_is_named(tmp_path, capfd):
     assert main(["tune", "--show", "x", "--storage", f"sqlite:///{db}"]) == 2
     err = capfd.readouterr().err
     assert "schema not usable by this Optuna" in err and "use a new database" in err, err
+
+
+# ---- #14 item 8: a selection that sees test clips is said, never silent --------------------------------
+def test_tuning_under_cross_validation_says_its_score_saw_test_folds(fsdd_train):
+    from probekit.tune.plan import plan_tuning
+
+    with pytest.warns(UserWarning, match="saw its test clips"):
+        plan = plan_tuning("linear", fsdd_train, protocol="esc50")
+    assert "also CV test clips" in plan.validation  # it travels into the record's tuning summary
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain held-out validation warns about nothing
+        assert "CV" not in plan_tuning("linear", fsdd_train, protocol="default").validation
