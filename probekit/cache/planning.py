@@ -50,6 +50,26 @@ def _clip_samples(clip, sample_rate: int) -> int | None:
     return math.ceil(n * sample_rate / sr) if n else None
 
 
+#: a clip this many times longer than the split's median pads every clip of the split to its length
+LONG_CLIP_FACTOR = 8
+
+
+def _warn_long_clip(sized, sample_rate: int) -> None:
+    """Name the clip that sets a split's grid when it is far longer than the rest (all are padded to it)."""
+    if len(sized) < 2:
+        return
+    lengths = sorted(n for n, _ in sized)
+    median = lengths[len(lengths) // 2]
+    longest, clip = max(sized, key=lambda t: t[0])
+    if longest > LONG_CLIP_FACTOR * median:
+        import warnings
+
+        warnings.warn(f"{clip.path}: {longest / sample_rate:.1f} s, {longest / median:.0f}x the split's median "
+                      f"clip ({median / sample_rate:.1f} s): every clip of the split is padded to its length "
+                      "(store size and extraction time grow by that factor); cut it into segments or drop it",
+                      stacklevel=3)
+
+
 def dataset_frontend(backbone, dataset, clips, style: str | None):
     """The frontend config this backbone uses on this dataset; native-length recipes get the split's max.
 
@@ -67,9 +87,11 @@ def dataset_frontend(backbone, dataset, clips, style: str | None):
     if config.target_frames is None:
         # the backbone builds the frontend: a family's own config (e.g. BEATs' fbank) is not a probekit preset
         probe = backbone.with_frontend(config).frontend
-        lengths = [n for n in (_clip_samples(c, backbone.sample_rate) for c in clips) if n]
+        sized = [(n, c) for n, c in ((_clip_samples(c, backbone.sample_rate), c) for c in clips) if n]
+        lengths = [n for n, _ in sized]
         frames = max((probe.num_frames(n) for n in lengths), default=probe.num_frames(backbone.sample_rate))
         config = dataclasses.replace(config, target_frames=frames)
+        _warn_long_clip(sized, backbone.sample_rate)
     return config
 
 
