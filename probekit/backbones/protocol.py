@@ -78,6 +78,24 @@ class BackboneCard:
     extra: dict = field(default_factory=dict)
 
 
+class FrontendLike(Protocol):
+    """What the cache reads of a backbone's frontend (probekit's `Frontend`, or a family's own, e.g. hf:).
+
+    config: a frozen dataclass with `target_frames` (None: native length) and `to_dict()` (part of the key).
+    """
+
+    config: Any
+    num_bins: int
+
+    def num_frames(self, num_samples: int) -> int: ...  # frames of a clip after pad/crop to target_frames
+
+    def valid_frames(self, num_samples: int) -> int: ...  # frames that hold real audio
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor: ...  # (samples,) -> (1, frames, bins)
+
+    def to(self, device) -> "FrontendLike": ...  # the cache computes features on the CPU in its workers
+
+
 @runtime_checkable
 class Backbone(Protocol):
     """What extraction, online probing and evaluate() need from a model: every member, always present."""
@@ -92,7 +110,7 @@ class Backbone(Protocol):
     card: BackboneCard
 
     @property
-    def frontend(self):  # probekit.audio.frontends.Frontend (has `.config`)
+    def frontend(self) -> FrontendLike:
         ...
 
     def encode(
