@@ -88,7 +88,8 @@ def extract_command(
             console.print(str(done.store.path), highlight=False)
             _warn_failed(done.store)
         elif done.cache_hit:
-            console.print(f"[green]cache hit[/]: {done.store.path}", highlight=False)
+            console.print(f"[green]cache hit[/]: {done.store.path}", highlight=False, soft_wrap=True)
+            _warn_failed(done.store)  # a reused store still says which clips it lacks
         else:
             if done.resumed_batch_size is not None:
                 console.print(f"resumed with the store's batch size {done.resumed_batch_size} "
@@ -101,13 +102,17 @@ def extract_command(
 
 
 def _warn_failed(store) -> None:
-    """--no-progress prints no summary: failed clips still get one line on stderr."""
+    """Failed clips of a store, on stderr: the count, then the first three with their reason."""
     from probekit.cli import err_console
+
+    from rich.markup import escape
 
     c = store.failed_counts()
     if c["failed"]:
-        err_console.print(f"[yellow]warning:[/] {c['failed']} of {c['clips']} clips of split {c['split']} failed "
-                          f"(first: {', '.join(c['ids'][:3])}); `probekit cache ls` counts them", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {c['failed']} of {c['clips']} clips of split {c['split']} failed; "
+                          "a rerun retries them once the files are fixed", highlight=False, soft_wrap=True)
+        for f in store.failed_clips()[:3]:  # the reason of each, as decoding said it
+            err_console.print(f"  {escape(str(f.get('error') or f.get('id')))}", highlight=False, soft_wrap=True)
 
 
 def print_dry_run(report) -> None:
