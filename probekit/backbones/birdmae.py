@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probekit.audio.frontends import FbankConfig
 from probekit.backbones.checkpoint_io import (
     CheckpointFormat,
     Detected,
@@ -93,20 +94,11 @@ class BirdMAEFbankConfig:
         if self.pad_value != "clip-min":
             raise ConfigError(f"bird-mae-fbank pad_value={self.pad_value!r}; only 'clip-min' is supported")
 
-    @property
-    def window_samples(self) -> int:
-        return int(self.sample_rate * self.frame_length_ms * 0.001)
-
-    @property
-    def shift_samples(self) -> int:
-        return int(self.sample_rate * self.frame_shift_ms * 0.001)
-
-    @property
-    def num_bins(self) -> int:
-        return self.num_mel_bins
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    # same kaldi fields as FbankConfig, so the same window/shift arithmetic and dict form
+    window_samples = FbankConfig.window_samples
+    shift_samples = FbankConfig.shift_samples
+    num_bins = FbankConfig.num_bins
+    to_dict = FbankConfig.to_dict
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BirdMAEFbankConfig:
