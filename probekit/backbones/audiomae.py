@@ -62,7 +62,7 @@ from probekit.backbones.checkpoint_io import (
 )
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
-from probekit.backbones.vit import sincos_table
+from probekit.backbones.vit import patch_rows, sincos_table
 from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
@@ -345,14 +345,7 @@ class AudioMAEBackbone(BackboneBase):
         b, t = features.shape[0], frames // cfg.patch_size
         outs = self.model(features.to(self.device, torch.float32), stop_after=max(idx))
         sel = torch.stack([outs[i] for i in idx], dim=1)  # (B, Ls, 1 + N, D)
-        if valid_frames is None:
-            valid_rows = torch.full((b,), t, dtype=torch.long)
-        else:
-            vf = torch.as_tensor(valid_frames, dtype=torch.long).reshape(-1).cpu()
-            if vf.shape[0] != b:
-                raise BackboneError(f"valid_frames has {vf.shape[0]} entries for a batch of {b}")
-            # a row holds real audio when any of its 16 frames does (the tokens are those of the padded input)
-            valid_rows = torch.clamp(torch.div(vf + cfg.patch_size - 1, cfg.patch_size, rounding_mode="floor"), 0, t)
+        valid_rows = patch_rows(valid_frames, b, t, cfg.patch_size)
         return LayerTokens(patch=sel[:, :, 1:].contiguous(), cls=sel[:, :, 0].contiguous(),
                            grid=(t, cfg.freq_patches), valid_rows=valid_rows)
 

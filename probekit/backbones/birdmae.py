@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probekit.audio.frontends import FbankConfig
 from probekit.backbones.checkpoint_io import (
     CheckpointFormat,
     Detected,
@@ -48,6 +49,7 @@ from probekit.backbones.checkpoint_io import (
 )
 from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
 from probekit.backbones.registry import check_options, register_backbone
+from probekit.backbones.vit import patch_rows
 from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
 
@@ -93,20 +95,11 @@ class BirdMAEFbankConfig:
         if self.pad_value != "clip-min":
             raise ConfigError(f"bird-mae-fbank pad_value={self.pad_value!r}; only 'clip-min' is supported")
 
-    @property
-    def window_samples(self) -> int:
-        return int(self.sample_rate * self.frame_length_ms * 0.001)
-
-    @property
-    def shift_samples(self) -> int:
-        return int(self.sample_rate * self.frame_shift_ms * 0.001)
-
-    @property
-    def num_bins(self) -> int:
-        return self.num_mel_bins
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    # same kaldi fields as FbankConfig, so the same window/shift arithmetic and dict form
+    window_samples = FbankConfig.window_samples
+    shift_samples = FbankConfig.shift_samples
+    num_bins = FbankConfig.num_bins
+    to_dict = FbankConfig.to_dict
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BirdMAEFbankConfig:
@@ -406,14 +399,7 @@ class BirdMAEBackbone(BackboneBase):
         outs = self.model(features.to(self.device, torch.float32), stop_after=max(idx))
         sel = torch.stack([outs[i] for i in idx], dim=1)  # (B, Ls, 1 + N, D)
         b, t = features.shape[0], frames // cfg.patch_size
-        if valid_frames is None:
-            valid_rows = torch.full((b,), t, dtype=torch.long)
-        else:
-            vf = torch.as_tensor(valid_frames, dtype=torch.long).reshape(-1).cpu()
-            if vf.shape[0] != b:
-                raise BackboneError(f"valid_frames has {vf.shape[0]} entries for a batch of {b}")
-            # a row holds real audio when any of its 16 frames does
-            valid_rows = torch.clamp(torch.div(vf + cfg.patch_size - 1, cfg.patch_size, rounding_mode="floor"), 0, t)
+        valid_rows = patch_rows(valid_frames, b, t, cfg.patch_size)
         return LayerTokens(patch=sel[:, :, 1:], cls=sel[:, :, 0], grid=(t, cfg.freq_patches), valid_rows=valid_rows)
 
     def cache_key(self) -> dict:

@@ -416,15 +416,19 @@ class AudioViT(nn.Module):
         n_windows = n_full + (1 if tail else 0)
         patch = patch_parts[0] if len(patch_parts) == 1 else torch.cat(patch_parts, dim=2)
         cls = cls_sum / n_windows
-        if valid_frames is None:
-            valid_rows = torch.full((b,), t, dtype=torch.long)
-        else:
-            vf = torch.as_tensor(valid_frames, dtype=torch.long).reshape(-1).cpu()
-            if vf.shape[0] != b:
-                raise BackboneError(f"valid_frames has {vf.shape[0]} entries for a batch of {b}")
-            # a row holds real audio when any of its 16 frames does
-            valid_rows = torch.clamp(torch.div(vf + cfg.patch_size - 1, cfg.patch_size, rounding_mode="floor"), 0, t)
+        valid_rows = patch_rows(valid_frames, b, t, cfg.patch_size)
         return LayerTokens(patch=patch, cls=cls, grid=(t, fp), valid_rows=valid_rows)
+
+
+def patch_rows(valid_frames, b: int, t: int, patch_size: int) -> torch.Tensor:
+    """(B,) patch rows holding real audio, out of `t`, from each clip's valid frame count (None: all)."""
+    if valid_frames is None:
+        return torch.full((b,), t, dtype=torch.long)
+    vf = torch.as_tensor(valid_frames, dtype=torch.long).reshape(-1).cpu()
+    if vf.shape[0] != b:
+        raise BackboneError(f"valid_frames has {vf.shape[0]} entries for a batch of {b}")
+    # a row holds real audio when any of its 16 frames does (the tokens are those of the padded input)
+    return torch.clamp(torch.div(vf + patch_size - 1, patch_size, rounding_mode="floor"), 0, t)
 
 
 def count_params(module: nn.Module) -> int:
