@@ -14,6 +14,7 @@ evaluation, exactly as the official head; it therefore needs at least two clips 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -29,8 +30,9 @@ _DROPOUT = [Interval("real", 0, 1, "left")]
 _POS_INT = [Interval("int", 1, None)]
 
 
-class _BNHead(Probe):
-    """Shared tail: the official non-affine BatchNorm and the linear classifier, on the pooled vector."""
+class _BNHead(Probe, metaclass=ABCMeta):
+    """Shared tail: the official non-affine BatchNorm and the linear classifier, on the pooled vector.
+    Subclasses must define `pool`; ABCMeta refuses to build one that does not."""
 
     def _init_tail(self, width: int, num_classes: int, dropout: float, layer: int, num_layers: int) -> None:
         self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
@@ -49,8 +51,9 @@ class _BNHead(Probe):
             )
         return x
 
-    def pool(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def pool(self, x: Tensor) -> Tensor:
+        """(B, N, D) patch tokens -> (B, W) pooled vector."""
 
     def forward(self, batch: TokenBatch) -> Tensor:
         return self.fc(self.dropout(self.bn(self.pool(self._tokens(batch)))))
