@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from probekit.probes.base import Probe, register_probe
+from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.space import Choice, Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
@@ -186,8 +186,7 @@ class TokenLinear(Probe):
         if token_pooling not in ("max", "mean"):
             raise ValueError(f"token_pooling={token_pooling!r} must be 'max' or 'mean'")
         self.token_pooling = token_pooling
-        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
-        self.request.resolve(num_layers)
+        self.request = patch_request(layer, num_layers)
         self.ln = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(embed_dim, num_classes)
