@@ -8,9 +8,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from probekit.probes.base import Probe, register_probe
+from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.space import Float, Param
-from probekit.tokens import TokenBatch, TokenRequest
+from probekit.tokens import TokenBatch
 
 
 @register_probe
@@ -39,8 +39,7 @@ class MHCA(Probe):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.num_heads = int(num_heads)
-        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
-        self.request.resolve(num_layers)
+        self.request = patch_request(layer, num_layers)
         self.query = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
         self.k = nn.Linear(embed_dim, embed_dim, bias=False)
         self.v = nn.Linear(embed_dim, embed_dim, bias=False)

@@ -201,6 +201,14 @@ class Probe(nn.Module):
 
 
 # ---- factory ------------------------------------------------------------------------------------
+def patch_request(layer: int, num_layers: int) -> TokenRequest:
+    """One block's patch tokens, no cls: the request of every single-layer token-map head (checked
+    against `num_layers` here, so a bad `layer` fails at construction)."""
+    req = TokenRequest(layers=(int(layer),), patch=True, cls=False)
+    req.resolve(num_layers)
+    return req
+
+
 def list_probes() -> list[str]:
     """Registered probe names, sorted."""
     return PROBES.names()

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from probekit.probes._kernels import extreme_similarity, gated_normalized_sum, normalize_rows
 from probekit.probes.base import Probe, register_probe
+from probekit.probes.linear import _norm_dropout_linear
 from probekit.probes.space import Choice, Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
@@ -137,9 +138,9 @@ class LinearCGP(_GatedMixin, Probe):
             layers, num_layers, patch=pooling == "mean", cls=pooling == "cls"
         )
         self.block_attention = nn.Parameter(torch.zeros(n_read))  # official init zeros: uniform softmax
-        self.ln = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(embed_dim, num_classes)
+        self.ln, self.dropout, self.fc = _norm_dropout_linear(
+            embed_dim, num_classes, layer_norm=layer_norm, dropout=dropout
+        )
 
     def forward(self, batch: TokenBatch) -> Tensor:
         x = self._cls(batch) if self.pooling == "cls" else self._patch(batch).mean(dim=2)  # (B, L, D)

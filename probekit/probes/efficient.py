@@ -14,27 +14,28 @@ evaluation, exactly as the official head; it therefore needs at least two clips 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from probekit.errors import ProbeError
-from probekit.probes.base import Probe, register_probe
+from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.constraints import Interval, Options
 from probekit.probes.space import Choice, Float, Int, Param
-from probekit.tokens import TokenBatch, TokenRequest
+from probekit.tokens import TokenBatch
 
 _DROPOUT = [Interval("real", 0, 1, "left")]
 _POS_INT = [Interval("int", 1, None)]
 
 
-class _BNHead(Probe):
-    """Shared tail: the official non-affine BatchNorm and the linear classifier, on the pooled vector."""
+class _BNHead(Probe, metaclass=ABCMeta):
+    """Shared tail: the official non-affine BatchNorm and the linear classifier, on the pooled vector.
+    Subclasses must define `pool`; ABCMeta refuses to build one that does not."""
 
     def _init_tail(self, width: int, num_classes: int, dropout: float, layer: int, num_layers: int) -> None:
-        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
-        self.request.resolve(num_layers)
+        self.request = patch_request(layer, num_layers)
         self.bn = nn.BatchNorm1d(width, affine=False, eps=1e-6)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(width, num_classes)
@@ -49,8 +50,9 @@ class _BNHead(Probe):
             )
         return x
 
-    def pool(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def pool(self, x: Tensor) -> Tensor:
+        """(B, N, D) patch tokens -> (B, W) pooled vector."""
 
     def forward(self, batch: TokenBatch) -> Tensor:
         return self.fc(self.dropout(self.bn(self.pool(self._tokens(batch)))))

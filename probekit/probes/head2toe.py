@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from probekit.probes.base import Probe, register_probe
 from probekit.probes.constraints import Interval
-from probekit.probes.linear import _Pooled, _pooling_request
+from probekit.probes.linear import _norm_dropout_linear, _Pooled, _pooling_request
 from probekit.probes.space import Float, Param
 from probekit.tokens import TokenBatch
 
@@ -81,9 +81,9 @@ class Head2Toe(_Pooled, Probe):
         self.layer_wise_lasso = bool(layer_wise_lasso)
         self.lasso_weight = float(lasso_weight)
         self.group_scale = group_scale(embed_dim if layer_wise_lasso else num_classes)
-        self.ln = nn.LayerNorm(width, eps=1e-6) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(width, num_classes)
+        self.ln, self.dropout, self.fc = _norm_dropout_linear(
+            width, num_classes, layer_norm=layer_norm, dropout=dropout
+        )
 
     def forward(self, batch: TokenBatch) -> Tensor:
         x = self._pooled(batch).flatten(1)  # (B, Ls, D) -> (B, Ls*D), layer-major as the official permute

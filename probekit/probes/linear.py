@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from probekit.probes.base import Probe, register_probe
+from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.space import Choice, Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
@@ -21,6 +21,16 @@ def _pooling_request(pooling: str, layers, num_layers: int) -> TokenRequest:
     req = TokenRequest(layers=layers, patch=pooling == "mean", cls=pooling == "cls")
     req.resolve(num_layers)
     return req
+
+
+def _norm_dropout_linear(width: int, num_classes: int, *, layer_norm: bool, dropout: float):
+    """The linear head's (ln, dropout, fc): LayerNorm(eps 1e-6) or Identity, Dropout, Linear(width, C).
+    Built in this order so the classifier's random init draws the same numbers wherever it is used."""
+    return (
+        nn.LayerNorm(width, eps=1e-6) if layer_norm else nn.Identity(),
+        nn.Dropout(p=dropout),
+        nn.Linear(width, num_classes),
+    )
 
 
 class _Pooled:
@@ -58,9 +68,9 @@ class LinearProbe(_Pooled, Probe):
         self._store_hparams(locals())
         self.pooling = pooling
         self.request = _pooling_request(pooling, (int(layer),), num_layers)
-        self.ln = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(embed_dim, num_classes)
+        self.ln, self.dropout, self.fc = _norm_dropout_linear(
+            embed_dim, num_classes, layer_norm=layer_norm, dropout=dropout
+        )
 
     def forward(self, batch: TokenBatch) -> Tensor:
         return self.fc(self.dropout(self.ln(self._pooled(batch)[:, 0])))
@@ -138,9 +148,7 @@ class LayerSweep(_Pooled, Probe):
         self.num_outputs = len(self.block_indices)
         self.heads = nn.ModuleList(
             nn.Sequential(
-                nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity(),
-                nn.Dropout(p=dropout),
-                nn.Linear(embed_dim, num_classes),
+                *_norm_dropout_linear(embed_dim, num_classes, layer_norm=layer_norm, dropout=dropout)
             )
             for _ in self.block_indices
         )
@@ -186,11 +194,10 @@ class TokenLinear(Probe):
         if token_pooling not in ("max", "mean"):
             raise ValueError(f"token_pooling={token_pooling!r} must be 'max' or 'mean'")
         self.token_pooling = token_pooling
-        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
-        self.request.resolve(num_layers)
-        self.ln = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(embed_dim, num_classes)
+        self.request = patch_request(layer, num_layers)
+        self.ln, self.dropout, self.fc = _norm_dropout_linear(
+            embed_dim, num_classes, layer_norm=layer_norm, dropout=dropout
+        )
 
     def token_logits(self, batch: TokenBatch) -> Tensor:
         """(B, N, C) logits of each patch token."""

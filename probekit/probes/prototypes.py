@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from probekit.probes._kernels import binarize_normalize_rows, extreme_similarity
 from probekit.errors import ProbeError
-from probekit.probes.base import Probe, register_probe
+from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.space import Float, Int, Param
 from probekit.tokens import TokenBatch, TokenRequest
 
@@ -57,8 +57,7 @@ class Protobin(Probe):
             raise ValueError(f"prototypes={prototypes} must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
-        self.request = TokenRequest(layers=(int(layer),), patch=True, cls=False)
-        self.request.resolve(num_layers)
+        self.request = patch_request(layer, num_layers)
         self.num_prototypes = int(k)
         self.prototype_vectors = nn.Parameter(torch.randn(self.num_prototypes, embed_dim) * 0.02)
         self.dropout = nn.Dropout(p=dropout)
