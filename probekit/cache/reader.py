@@ -75,7 +75,7 @@ class CacheReader:
     and a `TokenRequest`'s explicit layers index the stored ones.
     """
 
-    def __init__(self, path: str | os.PathLike, *, preload: bool | str = "auto", threads: int = 4,
+    def __init__(self, path: "str | os.PathLike | TokenStore", *, preload: bool | str = "auto", threads: int = 4,
                  prefetch: int = 4, include_failed: bool = False, layers: Sequence[int] | None = None,
                  shuffle_order: str = "global", shard_window: int = 2):
         if shuffle_order not in SHUFFLE_ORDERS:
@@ -84,7 +84,8 @@ class CacheReader:
         if int(shard_window) < 1:
             raise CacheError(f"shard_window {shard_window!r} must be at least 1", hint="e.g. shard_window=2")
         self.shuffle_order, self.shard_window = shuffle_order, int(shard_window)
-        self.store = TokenStore(path)
+        # a TokenStore already opened by the caller (open_cache read its key) is reused, not reopened
+        self.store = path if isinstance(path, TokenStore) else TokenStore(path)
         if not self.store.complete:
             raise CacheError(
                 f"{self.store.path} is not complete ({self.store.summary()['done']} shards done)",
@@ -343,25 +344,29 @@ def open_cache(
 
 
 def _open_planned(p: Plan, path, kw: dict) -> CacheReader:
+    # each store is opened once: the TokenStore whose key is checked is the one the reader uses
     if path is not None:
-        stored = TokenStore(path).key
+        store = TokenStore(path)
+        stored = store.key
         if stored != p.key and _superset(stored, p.key):
-            return CacheReader(path, layers=p.key["layers"], **kw)
+            return CacheReader(store, layers=p.key["layers"], **kw)
         _check_expected(Path(path), stored, p.key)
-        return CacheReader(path, **kw)
+        return CacheReader(store, **kw)
     if (p.path / "zarr.json").exists():
         # found by name; the name is only a digest, so a store copied or renamed by hand is checked by content
-        _check_expected(p.path, TokenStore(p.path).key, p.key)
-        return CacheReader(p.path, **kw)
+        store = TokenStore(p.path)
+        _check_expected(p.path, store.key, p.key)
+        return CacheReader(store, **kw)
     root = p.path.parent
     near = []
     for sp in list_stores(root):
         try:
-            k = TokenStore(sp).key
+            store = TokenStore(sp)
+            k = store.key
         except CacheError:
             continue
         if _superset(k, p.key):
-            return CacheReader(sp, layers=p.key["layers"], **kw)
+            return CacheReader(store, layers=p.key["layers"], **kw)
         if k["dataset"]["name"] == p.key["dataset"]["name"] and k["dataset"]["split"] == p.split:
             near.append((sp, k))
     name, ds, split = p.backbone.name, p.dataset.name, p.split
