@@ -45,8 +45,8 @@ SPEC = DatasetSpec(
     "event-based onset F1 (200 ms collar).",
     layout="a hear-preprocess task folder of dcase2016_task2: task_metadata.json, labelvocabulary.csv, "
     "{train,valid,test}.json, 48000/{split}/*.wav (or another rate folder)",
-    download="HEAR 2021 task archive hear2021-dcase2016_task2-hear2021-full-48000.tar.gz (zenodo.org/records/"
-    "5887964): unpack into <data root>/; it holds tasks/dcase2016_task2-hear2021-full/",
+    download="the HEAR 2021 task archive hear2021-dcase2016_task2-hear2021-full-48000.tar.gz (hearbenchmark.com,"
+    " 'Download the data'): unpack into <data root>/; it holds tasks/dcase2016_task2-hear2021-full/",
     split_note="HEAR trainvaltest: train; valid selects the checkpoint (frame micro mAP); test: event F1",
 )
 ROOT_NAMES = (

@@ -212,3 +212,29 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
         ds = entry.open(entry.spec, find_root(name, data_root, root), **options)
     ds.options = dict(options)
     return ds
+
+
+def describe(name: str, data_root: str | os.PathLike | None = None) -> dict[str, object]:
+    """The declared facts of a registered dataset, in one place (what `probekit datasets` shows; nothing
+    is opened): read from its `DatasetSpec` fields (see `probekit.datasets.base`) and registry entry."""
+    entry = _entry(name)
+    spec = entry.spec
+    bases = data_roots(data_root)
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "classes": spec.num_classes or spec.declared_classes,
+        "multilabel": spec.multilabel,
+        "splits": spec.splits,
+        "folds": spec.folds,
+        "split_note": spec.split_note,
+        "metric": spec.metric,
+        "protocol": spec.protocol,
+        "frames": dict(spec.frames),
+        "license": spec.license,
+        "citation": spec.citation,
+        "download": spec.download,
+        "layout": spec.layout,
+        "root_names": entry.root_names,
+        "looks_in": [str(b / n) for b in bases for n in entry.root_names] + [str(b) for b in bases],
+    }

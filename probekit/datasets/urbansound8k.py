@@ -37,7 +37,7 @@ SPEC = DatasetSpec(
     "ACM Multimedia 2014",
     description="8,732 urban sound excerpts (<= 4 s, 8.75 h), 10 classes, 10 predefined folds.",
     layout="<root>/metadata/UrbanSound8K.csv and <root>/audio/fold1..fold10/*.wav (the official archive)",
-    download="https://urbansounddataset.weebly.com/urbansound8k.html (or Zenodo record 1203745): unpack "
+    download="https://urbansounddataset.weebly.com/urbansound8k.html: unpack "
     "UrbanSound8K.tar.gz into <data root>/ (it holds UrbanSound8K/)",
     split_note="official: 10-fold cross-validation over the predefined folds (do not reshuffle); split 'all'",
 )
