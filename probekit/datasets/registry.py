@@ -114,6 +114,14 @@ def _entry(name: str) -> _Entry:
     return DATASETS.get(name)
 
 
+def _root_query(name: str) -> tuple[str, str | None]:
+    """`manifest:m.csv?root=DIR` -> ("manifest:m.csv", "DIR"); other names unchanged, root None."""
+    if name.startswith(manifest.PREFIX) and manifest.ROOT_QUERY in name:
+        path, root = name.rsplit(manifest.ROOT_QUERY, 1)
+        return path, root
+    return name, None
+
+
 def _manifest_path(name: str) -> Path:
     prefix = next(p for p in PATH_PREFIXES if name.startswith(p))
     text = name[len(prefix) :].strip()
@@ -128,7 +136,8 @@ def _manifest_path(name: str) -> Path:
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset, or of a manifest (`manifest:PATH.csv`, read and validated)."""
     if name.startswith(manifest.PREFIX):
-        return manifest.parse_manifest(_manifest_path(name))[0]
+        name, root = _root_query(name)
+        return manifest.parse_manifest(_manifest_path(name), root=root)[0]
     if name.startswith(hear.PREFIX):
         return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
     if name.startswith(PATH_PREFIXES):
@@ -192,6 +201,12 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
     if name.startswith(PATH_PREFIXES):
+        name, query_root = _root_query(name)
+        if query_root is not None:
+            if options.get("root") not in (None, query_root):
+                raise DatasetError(f"{name}: root given twice ({query_root!r} in the name, {options['root']!r})",
+                                   hint="give root= once")  # fmt: skip
+            options["root"] = query_root
         path = _manifest_path(name)
         if not path.is_absolute() and not path.exists():
             for base in data_roots(data_root):
