@@ -152,7 +152,7 @@ def _about(name: str, data_root: Path | None, families: dict[str, list[str]]) ->
 
     d = {k: escape(v) if isinstance(v, str) else v for k, v in describe(name, data_root).items()}
     spec = get_spec(name)
-    looks = ", ".join(d["looks_in"]) or "no data root (pass --data-root DIR or set $PROBEKIT_DATA)"
+    looks = ", ".join(d["looks_in"]) or f"no data root ({_no_root_hint()})"
     lines = [f"[bold cyan]{name}[/]: {d['description']}",
              f"  looks in: {escape(looks)} for {d['layout']}",
              f"  splits: {', '.join(d['splits'])}" + (f" ({d['folds']} folds)" if d["folds"] else "")
@@ -166,6 +166,12 @@ def _about(name: str, data_root: Path | None, families: dict[str, list[str]]) ->
     if d["download"]:
         lines.append(f"  get it: {d['download']}")
     return lines
+
+
+def _no_root_hint() -> str:
+    from probekit._paths import DATA_ENV, default_data_dir
+
+    return f"pass --data-root DIR, set ${DATA_ENV} or create {default_data_dir()}"
 
 
 def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str, str, list[str]]:
@@ -238,13 +244,13 @@ def datasets_cmd(
     dataset that is simply not downloaded is only marked "not found", with the folders looked in.
     Hours come from the audio headers (a sample of 20,000 files at most; long scans are cached).
     """
-    from probekit.datasets import ENV_VAR, data_roots, get_spec, list_datasets
+    from probekit.datasets import data_roots, get_spec, list_datasets
     from probekit.datasets.registry import PATH_PREFIXES
     from probekit.errors import ProbekitError
 
     names = dataset or list_datasets()
     roots = data_roots(data_root)
-    where = ", ".join(str(r) for r in roots) if roots else f"none (pass --data-root DIR or set ${ENV_VAR})"
+    where = ", ".join(str(r) for r in roots) if roots else f"none ({_no_root_hint()})"
     table = Table(title=f"probekit datasets (data roots: {where})", header_style="bold cyan")
     table.add_column("dataset", no_wrap=True)
     table.add_column("classes", justify="right")

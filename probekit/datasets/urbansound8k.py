@@ -35,7 +35,7 @@ SPEC = DatasetSpec(
     license="CC BY-NC 3.0",
     citation="J. Salamon, C. Jacoby, J. P. Bello, A Dataset and Taxonomy for Urban Sound Research, "
     "ACM Multimedia 2014",
-    description="8,732 urban sound excerpts (<= 4 s, 8.75 h), 10 classes, 10 predefined folds.",
+    description="8,732 urban sound excerpts (<= 4 s), 10 classes, 10 predefined folds.",
     layout="<root>/metadata/UrbanSound8K.csv and <root>/audio/fold1..fold10/*.wav (the official archive)",
     download="https://urbansounddataset.weebly.com/urbansound8k.html: unpack "
     "UrbanSound8K.tar.gz into <data root>/ (it holds UrbanSound8K/)",

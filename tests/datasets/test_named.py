@@ -147,3 +147,15 @@ def test_extract_and_probe_end_to_end(base, tmp_path, capsys, name, metric, scor
     rec = json.loads(path.read_text())
     assert rec["dataset"] == name and rec["metric"] == metric and rec["split"] == split
     assert rec["clips"][split]["scored"] == scored and rec["protocol"] == get_spec(name).protocol
+
+
+def test_default_data_folder_is_searched_without_a_data_root(base, tmp_path, monkeypatch):
+    """No --data-root and no $PROBEKIT_DATA: <user data dir>/probekit/datasets is looked in when it exists."""
+    monkeypatch.delenv("PROBEKIT_DATA", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(DatasetError, match="no data root") as info:
+        get_dataset("urbansound8k")
+    assert str(tmp_path / "xdg" / "probekit" / "datasets") in str(info.value)
+    (tmp_path / "xdg" / "probekit").mkdir(parents=True)
+    (tmp_path / "xdg" / "probekit" / "datasets").symlink_to(base, target_is_directory=True)
+    assert get_dataset("urbansound8k").root == tmp_path / "xdg/probekit/datasets/UrbanSound8K"
