@@ -228,7 +228,8 @@ def datasets_cmd(
         typer.Option(
             "--dataset",
             "-d",
-            help="Only these datasets (repeatable); also takes manifest:PATH.csv, "
+            help="Only these datasets (repeatable); also takes manifest:PATH.csv (relative paths from another "
+            "folder: manifest:PATH.csv?root=DIR), "
             "events:PATH.csv (strong labels), hear:DIR (a HEAR task folder) and folder:DIR (class folders).",
         ),
     ] = None,
