@@ -21,21 +21,157 @@ DataRootOption = Annotated[Path | None, typer.Option("--data-root", help=_DATA_R
 
 #: Above this many files the total duration is estimated from an evenly spaced sample (header reads only).
 _HOURS_EXACT = 20_000
+#: Header scans of more files than this show a progress bar and keep their result in the summary cache.
+_LONG_SCAN = 2_000
 
 
-def _hours(paths: list) -> str:
-    """Total duration of `paths` in hours from the file headers; '~' marks an estimate from a sample."""
+def _hours_cache() -> Path:
+    from probekit._paths import user_cache_root
+
+    return user_cache_root() / "datasets-hours.json"
+
+
+def _scan_key(paths: list) -> str:
+    """Digest of the sampled files' names, sizes and mtimes: a changed file makes a new key."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0-\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _durations(sample: list, label: str) -> list[float]:
+    """Durations from the headers; long scans show a bar and are cached by `_scan_key`."""
+    import json
+
+    from probekit._console import Bar
+    from probekit._io import atomic_write_json
     from probekit.datasets.events import file_duration
 
+    if len(sample) <= _LONG_SCAN:
+        return [d for d in (file_duration(p) for p in sample) if d is not None]
+    key, cache = _scan_key(sample), _hours_cache()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), list):
+        return [float(x) for x in known[key]]
+    secs = []
+    with Bar(f"reading headers ({label})", len(sample), unit="files", transient=True) as bar:
+        for i, p in enumerate(sample, start=1):
+            d = file_duration(p)
+            if d is not None:
+                secs.append(d)
+            if i % 200 == 0 or i == len(sample):
+                bar.update(completed=i)
+    known = known if isinstance(known, dict) else {}
+    known[key] = secs
+    try:
+        atomic_write_json(cache, dict(list(known.items())[-64:]))  # a few datasets' summaries, not a log
+    except OSError:
+        pass  # a read-only cache folder only costs the next listing a rescan
+    return secs
+
+
+def _hours(paths: list, label: str = "") -> str:
+    """Total duration of `paths` in hours from the file headers; '~' marks an estimate from a sample."""
     if not paths:
         return "0"
     step = max(1, len(paths) // _HOURS_EXACT)
     sample = paths[::step]
-    secs = [d for d in (file_duration(p) for p in sample) if d is not None]
+    secs = _durations(sample, label)
     if not secs:
         return "-"
     total = sum(secs) / len(secs) * len(paths) if step > 1 or len(secs) < len(sample) else sum(secs)
     return ("~" if step > 1 else "") + f"{total / 3600:.2f}"
+
+
+def _recipe_families() -> dict[str, list[str]]:
+    """Backbone families per frontend recipe of their cards ("fbank", "bat"; others use their own)."""
+    from probekit.backbones.registry import backbone_card, list_backbones
+    from probekit.errors import ProbekitError
+
+    out: dict[str, set[str]] = {}
+    for n in list_backbones():
+        try:
+            card = backbone_card(n)
+        except ProbekitError:  # a broken plugin is `probekit backbones`' business
+            continue
+        out.setdefault(card.frontend or "", set()).add(card.family)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _frontends(spec, families: dict[str, list[str]]) -> str:
+    """'fbank (eat): 1024 frames, stats -4.27/4.57; bat (bat): 1024 frames; own frontend: beats, ...'."""
+    from probekit.audio.frontends import frontend_for
+    from probekit.errors import ProbekitError
+
+    parts = []
+    for recipe in ("fbank", "bat"):
+        try:
+            cfg = frontend_for(recipe, spec)
+            paper = frontend_for(recipe, spec, "bat-paper")
+        except ProbekitError as e:
+            parts.append(f"{recipe}: {e}")
+            continue
+        frames = cfg.target_frames or "native"
+        text = f"{recipe} ({', '.join(families.get(recipe, [])) or '-'}): {frames} frames"
+        if getattr(cfg, "mean", None) is not None:
+            text += f", stats {cfg.mean:.3f}/{cfg.std:.3f}"
+        if paper != cfg:
+            text += f" (BAT-paper style: {paper.target_frames or 'native'} frames"
+            text += f", stats {paper.mean:.3f}/{paper.std:.3f})" if getattr(paper, "mean", None) is not None else ")"
+        parts.append(text)
+    own = families.get("", [])
+    if own:
+        parts.append(f"own frontend ({', '.join(own)}): the model's recipe")
+    return "; ".join(parts)
+
+
+def _protocol_line(name: str) -> str:
+    from probekit.train.protocols import PROTOCOLS
+
+    if name not in PROTOCOLS:
+        return f"{name} (not a registered protocol)"
+    p = PROTOCOLS[name]
+    return f"{p.name}: {p.description} [{p.source}]" if p.source else f"{p.name}: {p.description}"
+
+
+def _about(name: str, data_root: Path | None, families: dict[str, list[str]]) -> list[str]:
+    """The declared facts of a registered dataset, one labelled line each (`registry.describe`)."""
+    from probekit.datasets import get_spec
+    from probekit.datasets.registry import describe
+
+    from rich.markup import escape
+
+    d = {k: escape(v) if isinstance(v, str) else v for k, v in describe(name, data_root).items()}
+    spec = get_spec(name)
+    looks = ", ".join(d["looks_in"]) or f"no data root ({_no_root_hint()})"
+    lines = [f"[bold cyan]{name}[/]: {d['description']}",
+             f"  looks in: {escape(looks)} for {d['layout']}",
+             f"  splits: {', '.join(d['splits'])}" + (f" ({d['folds']} folds)" if d["folds"] else "")
+             + (f"; {d['split_note']}" if d["split_note"] else "") + f"; metric {d['metric']}",
+             f"  frontends: {escape(_frontends(spec, families))}",
+             f"  protocol {escape(_protocol_line(spec.protocol))}"]  # fmt: skip
+    about = "; ".join(x for x in (d["license"] and f"licence {d['license']}",
+                                  d["citation"] and f"cite {d['citation']}") if x)  # fmt: skip
+    if about:
+        lines.append(f"  {about}")
+    if d["download"]:
+        lines.append(f"  get it: {d['download']}")
+    return lines
+
+
+def _no_root_hint() -> str:
+    from probekit._paths import DATA_ENV, default_data_dir
+
+    return f"pass --data-root DIR, set ${DATA_ENV} or create {default_data_dir()}"
 
 
 def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str, str, list[str]]:
@@ -50,15 +186,8 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
         except ProbekitError as e:  # the message lists every folder tried
             spec = get_spec(name)
             kind = "multi-label" if spec.multilabel else "multi-class"
-            return (
-                str(spec.num_classes),
-                kind,
-                "-",
-                "-",
-                "-",
-                "[yellow]not found[/]",
-                [f"[yellow]{name}[/]: {e}"],
-            )
+            classes = spec.num_classes or spec.declared_classes or "-"
+            return (str(classes), kind, "-", "-", "-", "[yellow]not found[/]", [f"[yellow]{name}[/]: {e}"])
     ds = get_dataset(name, data_root)
     events = getattr(ds, "events", None)
     parts, total, paths = [], 0, []
@@ -72,10 +201,11 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
         if split == "all" or "all" not in ds.spec.splits:
             paths.extend(c.path for c in items)
     notes = [f"[yellow]warning:[/] {w}" for w in ds.warnings]
-    about = "; ".join(x for x in (ds.spec.license and f"licence {ds.spec.license}",
-                                  ds.spec.citation and f"cite {ds.spec.citation}") if x)  # fmt: skip
-    if about:
-        notes.append(f"[cyan]{name}[/]: {about}")
+    if name.startswith(PATH_PREFIXES):  # user data: its licence/citation when it states one (HEAR tasks)
+        about = "; ".join(x for x in (ds.spec.license and f"licence {ds.spec.license}",
+                                      ds.spec.citation and f"cite {ds.spec.citation}") if x)  # fmt: skip
+        if about:
+            notes.append(f"[cyan]{name}[/]: {about}")
     kind = (
         "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
     )
@@ -84,7 +214,7 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
         kind,
         str(total),
         ", ".join(parts),
-        _hours(paths),
+        _hours(paths, name),
         f"[green]{ds.root}[/]",
         notes,
     )
@@ -98,22 +228,30 @@ def datasets_cmd(
         typer.Option(
             "--dataset",
             "-d",
-            help="Only these datasets (repeatable); also takes manifest:PATH.csv, "
+            help="Only these datasets (repeatable); also takes manifest:PATH.csv (relative paths from another "
+            "folder: manifest:PATH.csv?root=DIR), "
             "events:PATH.csv (strong labels), hear:DIR (a HEAR task folder) and folder:DIR (class folders).",
         ),
     ] = None,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="Only the table: leave out each dataset's facts below it.")
+    ] = False,
 ) -> None:
-    """List the datasets probekit knows: classes, clips found per split, hours, and where (or what is expected).
+    """List the datasets probekit knows: classes, clips found per split, hours, protocol and where (or what is
+    expected); below the table each named dataset's facts: where it looks, splits and metric, the frontend
+    presets per backbone family, the training protocol, licence, citation and how to get it.
 
     Exits 2 when a dataset is broken (a bad manifest, an unknown name, unreadable metadata); a built-in
     dataset that is simply not downloaded is only marked "not found", with the folders looked in.
+    Hours come from the audio headers (a sample of 20,000 files at most; long scans are cached).
     """
-    from probekit.datasets import ENV_VAR, data_roots, list_datasets
+    from probekit.datasets import data_roots, get_spec, list_datasets
+    from probekit.datasets.registry import PATH_PREFIXES
     from probekit.errors import ProbekitError
 
     names = dataset or list_datasets()
     roots = data_roots(data_root)
-    where = ", ".join(str(r) for r in roots) if roots else f"none (pass --data-root DIR or set ${ENV_VAR})"
+    where = ", ".join(str(r) for r in roots) if roots else f"none ({_no_root_hint()})"
     table = Table(title=f"probekit datasets (data roots: {where})", header_style="bold cyan")
     table.add_column("dataset", no_wrap=True)
     table.add_column("classes", justify="right")
@@ -121,23 +259,32 @@ def datasets_cmd(
     table.add_column("clips", justify="right")
     table.add_column("per split")
     table.add_column("hours", justify="right")
+    table.add_column("protocol")
     table.add_column("location", overflow="fold")
     notes: list[str] = []
+    facts: list[str] = []
     errors: list[ProbekitError] = []
-    with console.status("listing clips..."):
-        for name in names:
-            try:
-                # a path's spec (hear:, folder:, ...) is read once, there, with the data root
-                classes, kind, total, per_split, hours, location, more = _survey(name, data_root)
-            except ProbekitError as e:  # a bad manifest or name shows as a row, then the command fails
-                table.add_row(name, "-", "-", "-", "-", "-", "[red]error[/]")
-                errors.append(e)
-                continue
-            table.add_row(name, classes, kind, total, per_split, hours, location)
-            notes.extend(more)
+    families = None
+    for name in names:
+        try:
+            # a path's spec (hear:, folder:, ...) is read once, there, with the data root
+            classes, kind, total, per_split, hours, location, more = _survey(name, data_root)
+            named = not name.startswith(PATH_PREFIXES)
+            protocol = get_spec(name).protocol if named else "-"
+            if named and not brief:
+                families = _recipe_families() if families is None else families
+                facts.extend(_about(name, data_root, families))
+        except ProbekitError as e:  # a bad manifest or name shows as a row, then the command fails
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "[red]error[/]")
+            errors.append(e)
+            continue
+        table.add_row(name, classes, kind, total, per_split, hours, protocol, location)
+        notes.extend(more)
     print_table(table, console)
     for note in notes:
         console.print(note, soft_wrap=False)
+    for line in facts:
+        console.print(line, soft_wrap=False, highlight=False)
     for e in errors[1:]:
         console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
     if errors:

@@ -2,6 +2,18 @@
 
 A `DatasetSpec` is pure metadata (classes, task kind, splits, the frontend settings of the official
 recipes); a `Dataset` is a spec bound to a root on disk, listing `Clip`s per split.
+
+Declared attributes (what `probekit datasets` lists for every registered dataset, read from the spec and its
+registry entry, nothing else; a new dataset fills them and shows up without edits to the listing):
+
+* `name`, `description`, `classes` (or `declared_classes` when the class list is read from disk), `multilabel`;
+* `splits`, `folds`, `split_note` (the official split or fold protocol), `metric` (the headline score);
+* `license`, `citation`, `download` (how to get it), `layout` (what is expected on disk);
+* where it looks: `register_dataset(..., root_names=)` under each data root (`probekit._paths.data_dirs`);
+* `frames` (target frames per frontend recipe, as the official configs' time_frame_size) and `fbank_stats`:
+  the frontend presets per family come from `probekit.audio.frontends.frontend_for(recipe, spec)`;
+* `protocol`: the training protocol preset (`probekit.train.protocols`; a dataset module may declare its own
+  in `PROTOCOLS`, a tuple of `ProtocolDecl`, registered there by name).
 """
 
 from __future__ import annotations
@@ -33,6 +45,22 @@ class Clip:
 
 
 @dataclass(frozen=True)
+class ProtocolDecl:
+    """A training protocol declared next to its dataset (plain data: datasets never import torch).
+
+    `probekit.train.protocols` registers each as `Protocol(name, description, TrainConfig(**train), cv,
+    metric, val_fraction, source)`."""
+
+    name: str
+    description: str
+    train: Mapping[str, object]
+    cv: bool
+    metric: str  # "mAP" | "accuracy" | "auto"
+    source: str
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Metadata of a dataset, independent of where it lives.
 
@@ -57,6 +85,10 @@ class DatasetSpec:
     description: str = ""
     layout: str = ""  # what the loader expects on disk, shown when the dataset is not found
     source: str = ""  # user data: the resolved path of its manifest (part of `identity`)
+    # ---- declared for `probekit datasets` (it reads only these fields; a new dataset shows up unedited) ----
+    download: str = ""  # how to get it: where from and what to unpack where (one or two sentences)
+    declared_classes: int | None = None  # class count of the official release when `classes` is read from disk
+    split_note: str = ""  # the official split/fold protocol in one line (what `splits`/`folds` stand for)
 
     @property
     def num_classes(self) -> int:

@@ -1,6 +1,10 @@
 """`manifest:PATH.csv`: bring your own data as a CSV with columns `path,labels,split[,fold]`.
 
-* `path`: audio file, relative to the CSV's folder (`..` and symlinked folders are fine) or absolute.
+* `path`: audio file, absolute or relative to the CSV's folder (`..`, symlinked folders and files outside
+  that folder are fine, as NeMo/ESPnet/HEAR-style lists write them); option `root=DIR` (API:
+  `get_dataset("manifest:m.csv", root=DIR)`; a name: `manifest:m.csv?root=DIR`) makes relative paths
+  resolve against DIR instead. A file listed twice (two spellings of one path included) is refused, so one
+  clip never sits in two splits.
 * `labels`: class names, several joined by `;` (any row with more than one makes the task multi-label).
   The class list is the sorted union of all labels.
 * `split`: `train`, `valid` or `test`. `fold`: optional integer (for cross-validation).
@@ -29,8 +33,11 @@ COLUMNS = ("path", "labels", "split")
 OPTIONAL = ("fold",)
 SPLITS = ("train", "valid", "test")
 LAYOUT = (
-    "a CSV with columns path,labels,split[,fold]; paths relative to the CSV's folder; labels joined by ';'"
+    "a CSV with columns path,labels,split[,fold]; paths absolute or relative to the CSV's folder (or to option "
+    "root=DIR); labels joined by ';'"
 )
+#: `manifest:PATH.csv?root=DIR` in a dataset name: the `root` option where only a name can be given (the CLI)
+ROOT_QUERY = "?root="
 #: Longest field accepted (csv's own default, 128 KiB, is short for a long multi-label list).
 FIELD_LIMIT = 10 * 2**20
 _UTF8_HINT = "save the file as UTF-8 (Excel: 'CSV UTF-8'; LibreOffice: character set 'Unicode (UTF-8)')"
@@ -145,7 +152,7 @@ def _row(csv_path: Path, base: Path, header: list[str], line: int, fields: list[
     rel = row.get("path", "").strip()
     if not rel:
         raise DatasetError(f"{where}: empty path")
-    path = (base / rel).resolve()  # relative to the CSV's folder; an absolute path stays as it is
+    path = (base / Path(rel).expanduser()).resolve()  # relative to `base`; an absolute path stays as it is
     labels = tuple(sorted({x.strip() for x in row.get("labels", "").split(";") if x.strip()}))
     if not labels:
         raise DatasetError(f"{where}: no labels for {rel!r}", hint="column labels: class names joined by ';'")
@@ -163,7 +170,19 @@ def _row(csv_path: Path, base: Path, header: list[str], line: int, fields: list[
     return _Row(line, rel, path, labels, split, fold)
 
 
-def _rows(csv_path: Path) -> list[_Row]:
+def _base(csv_path: Path, root: str | Path | None) -> Path:
+    """The folder relative paths resolve against: option `root` (checked), else the CSV's folder."""
+    if root is None or str(root) == "":
+        return csv_path.resolve().parent
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        what = "not a folder" if base.exists() else "not found"
+        raise DatasetError(f"manifest {csv_path}: root {str(root)!r} is {what}",
+                           hint="root= names the folder that the manifest's relative paths start from")  # fmt: skip
+    return base.resolve()
+
+
+def _rows(csv_path: Path, root: str | Path | None = None) -> list[_Row]:
     if not csv_path.exists():
         raise DatasetError(f"manifest {csv_path} not found", hint=f"expected {LAYOUT}")
     if csv_path.is_dir():
@@ -171,7 +190,7 @@ def _rows(csv_path: Path) -> list[_Row]:
                            hint="name the CSV file inside it: manifest:DIR/FILE.csv")  # fmt: skip
     if not csv_path.is_file():
         raise DatasetError(f"manifest {csv_path} is not a regular file", hint="give a CSV file")
-    base = csv_path.resolve().parent
+    base = _base(csv_path, root)
     records = _records(csv_path, _read_text(csv_path))
     if not records:
         raise DatasetError(f"{csv_path}: empty file (no header)", hint=LAYOUT)
@@ -190,7 +209,7 @@ def _rows(csv_path: Path) -> list[_Row]:
     return rows
 
 
-def _spec(csv_path: Path, rows: list[_Row]) -> DatasetSpec:
+def _spec(csv_path: Path, rows: list[_Row], root: str | Path | None = None) -> DatasetSpec:
     classes = tuple(sorted({c for r in rows for c in r.labels}))
     multilabel = any(len(r.labels) > 1 for r in rows)
     folds = {r.fold for r in rows if r.fold is not None}
@@ -206,12 +225,13 @@ def _spec(csv_path: Path, rows: list[_Row]) -> DatasetSpec:
         metric="mAP" if multilabel else "accuracy",
         description=f"user manifest {csv_path}",
         layout=LAYOUT,
-        source=str(csv_path.resolve()),
+        # another root is other audio: its records never share the CSV's alone
+        source=str(csv_path.resolve()) + (f"#root={_base(csv_path, root)}" if root not in (None, "") else ""),
     )
 
 
 def parse_manifest(
-    csv_path: Path, *, keep_missing: bool = False
+    csv_path: Path, *, keep_missing: bool = False, root: str | Path | None = None
 ) -> tuple[DatasetSpec, list[Clip], dict[str, int]]:
     """Validate a manifest and return (spec, clips present on disk, absent files per split).
 
@@ -219,8 +239,8 @@ def parse_manifest(
     exists but is no regular file (a FIFO, a folder) stays a clip: decoding it names what it is.
     """
     csv_path = Path(csv_path)
-    rows = _rows(csv_path)
-    spec = _spec(csv_path, rows)
+    rows = _rows(csv_path, root)
+    spec = _spec(csv_path, rows, root)
     index = {c: i for i, c in enumerate(spec.classes)}
     clips, absent = [], {s: 0 for s in spec.splits}
     for r in rows:
@@ -233,16 +253,17 @@ def parse_manifest(
     return spec, clips, absent
 
 
-def _first_absent(clips: list[Clip], csv_path: Path) -> str:
+def _first_absent(clips: list[Clip], csv_path: Path, root: str | Path | None) -> str:
     present = {str(c.path) for c in clips if c.path.exists()}
-    for r in _rows(csv_path):
+    for r in _rows(csv_path, root):
         if str(r.path) not in present:
             return r.rel
     return "?"
 
 
 def open_manifest(
-    csv_path: Path, *, allow_missing: bool = False, keep_missing: bool = False, **options
+    csv_path: Path, *, allow_missing: bool = False, keep_missing: bool = False, root: str | Path | None = None,
+    **options,
 ) -> Dataset:
     """A Dataset from a manifest. Listed files that are absent are an error unless `allow_missing`
     (they are dropped) or `keep_missing` (they stay listed, so extraction records each one as a failed
@@ -250,25 +271,27 @@ def open_manifest(
     always an error: that is a wrong folder, not a few lost files.
 
     `dataset.warnings` lists classes absent from the train or test split (`Dataset.class_coverage`)."""
-    check_options(f"{PREFIX}{csv_path}", options, ("allow_missing", "keep_missing"))
+    check_options(f"{PREFIX}{csv_path}", options, ("allow_missing", "keep_missing", "root"))
     csv_path = Path(csv_path)
-    spec, clips, absent = parse_manifest(csv_path, keep_missing=keep_missing)
+    spec, clips, absent = parse_manifest(csv_path, keep_missing=keep_missing, root=root)
+    base = _base(csv_path, root)
     total = sum(absent.values())
     if total and not (allow_missing or keep_missing):
         raise DatasetError(
-            f"{csv_path}: {total} listed audio file(s) not found, e.g. {_first_absent(clips, csv_path)}",
+            f"{csv_path}: {total} listed audio file(s) not found, e.g. {_first_absent(clips, csv_path, root)}",
             hint="fix the paths; `probekit extract --on-error skip` records them as failed clips "
             "(allow_missing=True drops them)",
         )
     if total and not any(c.path.exists() for c in clips):
         raise DatasetError(
-            f"{csv_path}: none of its {total} listed audio files exist, e.g. {_first_absent(clips, csv_path)}",
-            hint="paths are relative to the CSV's folder; check that the audio is there",
+            f"{csv_path}: none of its {total} listed audio files exist, e.g. {_first_absent(clips, csv_path, root)}",
+            hint=f"relative paths start from {base}" + ("" if root else " (the CSV's folder; option root= "
+                                                            "changes it)") + "; check that the audio is there",
         )
     by_split: dict[str, list[Clip]] = {s: [] for s in spec.splits}
     for c in clips:
         by_split[c.split].append(c)
-    ds = Dataset(spec, csv_path.resolve().parent, lambda split: by_split[split])
+    ds = Dataset(spec, base, lambda split: by_split[split])
     ds.missing = absent
     ds.warnings = ds.class_coverage()
     return ds

@@ -2,7 +2,8 @@
 
 Data roots, first match wins: the dataset's own `root=` option (its folder), else `data_root`
 (a folder holding datasets, e.g. `<data_root>/fsdd/recordings`), else each folder of `$PROBEKIT_DATA`
-(`os.pathsep`-separated). Under a data root each dataset is looked for in its usual folder names and in
+(`os.pathsep`-separated), else the default data folder `<user data dir>/probekit/datasets` when it exists
+(`probekit._paths.data_dirs`). Under a data root each dataset is looked for in its usual folder names and in
 the root itself. When nothing matches, the error lists every folder tried and the layout expected.
 """
 
@@ -14,8 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit._registry import Registry
-from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, manifest, speechcommands
-from probekit.datasets.base import Dataset, DatasetSpec
+from probekit.datasets import (
+    audioset,
+    dcase2016,
+    esc50,
+    events,
+    folder,
+    fsd50k,
+    fsdd,
+    gtzan,
+    hear,
+    manifest,
+    nsynth,
+    speechcommands,
+    urbansound8k,
+)
+from probekit.datasets.base import Dataset, DatasetSpec, ProtocolDecl
 from probekit.errors import DatasetError
 
 ENV_VAR = "PROBEKIT_DATA"
@@ -68,6 +83,25 @@ for _spec in (speechcommands.SPEC_12, speechcommands.SPEC_35):
         _spec, speechcommands.open_dataset, detect=speechcommands.detect, root_names=speechcommands.ROOT_NAMES
     )
 register_dataset(fsdd.SPEC, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
+# the official layouts of issue 18 (each module declares its facts on its spec and its protocols in PROTOCOLS)
+register_dataset(fsd50k.SPEC, fsd50k.open_dataset, detect=fsd50k.detect, root_names=fsd50k.ROOT_NAMES)
+register_dataset(urbansound8k.SPEC, urbansound8k.open_dataset, detect=urbansound8k.detect,
+                 root_names=urbansound8k.ROOT_NAMES)  # fmt: skip
+register_dataset(gtzan.SPEC, gtzan.open_dataset, detect=gtzan.detect, root_names=gtzan.ROOT_NAMES)
+register_dataset(gtzan.SPEC_FILTERED, gtzan.open_filtered, detect=gtzan.detect, root_names=gtzan.ROOT_NAMES)
+for _spec in (nsynth.SPEC_PITCH, nsynth.SPEC_FAMILY):
+    register_dataset(_spec, nsynth.open_dataset, detect=nsynth.detect, root_names=nsynth.ROOT_NAMES)
+register_dataset(dcase2016.SPEC, dcase2016.open_dataset, detect=dcase2016.detect, root_names=dcase2016.ROOT_NAMES)
+
+#: Training protocols declared next to their datasets; probekit.train.protocols registers them by name.
+DECLARED_PROTOCOLS: tuple[ProtocolDecl, ...] = (
+    *urbansound8k.PROTOCOLS, *gtzan.PROTOCOLS, *nsynth.PROTOCOLS, *dcase2016.PROTOCOLS,
+)
+
+
+def root_names(name: str) -> tuple[str, ...]:
+    """The folder names dataset `name` is looked for under each data root (then the root itself)."""
+    return _entry(name).root_names
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -78,6 +112,14 @@ def list_datasets(pattern: str | None = None) -> list[str]:
 
 def _entry(name: str) -> _Entry:
     return DATASETS.get(name)
+
+
+def _root_query(name: str) -> tuple[str, str | None]:
+    """`manifest:m.csv?root=DIR` -> ("manifest:m.csv", "DIR"); other names unchanged, root None."""
+    if name.startswith(manifest.PREFIX) and manifest.ROOT_QUERY in name:
+        path, root = name.rsplit(manifest.ROOT_QUERY, 1)
+        return path, root
+    return name, None
 
 
 def _manifest_path(name: str) -> Path:
@@ -94,7 +136,8 @@ def _manifest_path(name: str) -> Path:
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset, or of a manifest (`manifest:PATH.csv`, read and validated)."""
     if name.startswith(manifest.PREFIX):
-        return manifest.parse_manifest(_manifest_path(name))[0]
+        name, root = _root_query(name)
+        return manifest.parse_manifest(_manifest_path(name), root=root)[0]
     if name.startswith(hear.PREFIX):
         return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
     if name.startswith(PATH_PREFIXES):
@@ -104,10 +147,17 @@ def get_spec(name: str) -> DatasetSpec:
 
 def data_roots(data_root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for datasets: `data_root` if given, else those in $PROBEKIT_DATA."""
+    from probekit._paths import data_dirs
+
     if data_root is not None:
         return [Path(data_root).expanduser()]
-    env = os.environ.get(ENV_VAR, "")
-    return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return data_dirs()
+
+
+def _default_dir() -> Path:
+    from probekit._paths import default_data_dir
+
+    return default_data_dir()
 
 
 def find_root(
@@ -121,7 +171,8 @@ def find_root(
         bases = data_roots(data_root)
         if not bases:
             raise DatasetError(
-                f"no data root for dataset {name!r}: pass --data-root DIR (data_root=...) or set ${ENV_VAR}",
+                f"no data root for dataset {name!r}: pass --data-root DIR (data_root=...), set ${ENV_VAR} "
+                f"or create {_default_dir()}",
                 hint=f"expected {entry.spec.layout}",
             )
         candidates = [b / n for b in bases for n in entry.root_names] + bases
@@ -150,6 +201,12 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
     if name.startswith(PATH_PREFIXES):
+        name, query_root = _root_query(name)
+        if query_root is not None:
+            if options.get("root") not in (None, query_root):
+                raise DatasetError(f"{name}: root given twice ({query_root!r} in the name, {options['root']!r})",
+                                   hint="give root= once")  # fmt: skip
+            options["root"] = query_root
         path = _manifest_path(name)
         if not path.is_absolute() and not path.exists():
             for base in data_roots(data_root):
@@ -170,3 +227,29 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
         ds = entry.open(entry.spec, find_root(name, data_root, root), **options)
     ds.options = dict(options)
     return ds
+
+
+def describe(name: str, data_root: str | os.PathLike | None = None) -> dict[str, object]:
+    """The declared facts of a registered dataset, in one place (what `probekit datasets` shows; nothing
+    is opened): read from its `DatasetSpec` fields (see `probekit.datasets.base`) and registry entry."""
+    entry = _entry(name)
+    spec = entry.spec
+    bases = data_roots(data_root)
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "classes": spec.num_classes or spec.declared_classes,
+        "multilabel": spec.multilabel,
+        "splits": spec.splits,
+        "folds": spec.folds,
+        "split_note": spec.split_note,
+        "metric": spec.metric,
+        "protocol": spec.protocol,
+        "frames": dict(spec.frames),
+        "license": spec.license,
+        "citation": spec.citation,
+        "download": spec.download,
+        "layout": spec.layout,
+        "root_names": entry.root_names,
+        "looks_in": [str(b / n) for b in bases for n in entry.root_names] + [str(b) for b in bases],
+    }

@@ -190,6 +190,18 @@ for _p in (
     PROTOCOLS.register(_p.name, _p)
 
 
+def _register_declared() -> None:
+    """Protocols declared next to their datasets (`ProtocolDecl`, probekit.datasets.registry); plain data."""
+    from probekit.datasets.registry import DECLARED_PROTOCOLS
+
+    for d in DECLARED_PROTOCOLS:
+        PROTOCOLS.register(d.name, Protocol(d.name, d.description, TrainConfig(**d.train), d.cv, d.metric,
+                                            val_fraction=d.val_fraction, source=d.source))
+
+
+_register_declared()
+
+
 def list_protocols() -> list[str]:
     return PROTOCOLS.names()
 
