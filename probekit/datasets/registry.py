@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit._registry import Registry
-from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, manifest, speechcommands
+from probekit.datasets import audioset, birdset, esc50, events, folder, fsdd, hear, hfdata, manifest, speechcommands
 from probekit.datasets.base import Dataset, DatasetSpec
 from probekit.errors import DatasetError
 
@@ -57,7 +57,7 @@ def register_dataset(
 
 DATASET_SPECS: dict[str, DatasetSpec] = {}
 #: Names that are paths to user data: manifest:PATH.csv, events:PATH.csv (strong labels), hear:DIR, folder:DIR.
-PATH_PREFIXES = (manifest.PREFIX, events.PREFIX, hear.PREFIX, folder.PREFIX)
+PATH_PREFIXES = (manifest.PREFIX, events.PREFIX, hear.PREFIX, folder.PREFIX, hfdata.PREFIX)
 for _name, _spec in audioset.SPECS.items():
     register_dataset(
         _spec, audioset.open_dataset, detect=audioset.detector(_name), root_names=audioset.ROOT_NAMES
@@ -68,6 +68,9 @@ for _spec in (speechcommands.SPEC_12, speechcommands.SPEC_35):
         _spec, speechcommands.open_dataset, detect=speechcommands.detect, root_names=speechcommands.ROOT_NAMES
     )
 register_dataset(fsdd.SPEC, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
+for _spec in birdset.SPECS.values():  # BirdSet test sets (save_to_disk folders of DBD-research-group/BirdSet)
+    register_dataset(_spec, birdset.open_dataset, detect=birdset.detector(_spec.name),
+                     root_names=birdset.root_names(_spec.name))
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -97,6 +100,8 @@ def get_spec(name: str) -> DatasetSpec:
         return manifest.parse_manifest(_manifest_path(name))[0]
     if name.startswith(hear.PREFIX):
         return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
+    if name.startswith(hfdata.PREFIX):
+        return hfdata.get_spec(name)
     if name.startswith(PATH_PREFIXES):
         return get_dataset(name).spec
     return _entry(name).spec
@@ -149,7 +154,9 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
     Returns:
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
-    if name.startswith(PATH_PREFIXES):
+    if name.startswith(hfdata.PREFIX):  # Hugging Face datasets: not a path, options may follow '?'
+        ds = hfdata.open_hf(name, data_root, **options)
+    elif name.startswith(PATH_PREFIXES):
         path = _manifest_path(name)
         if not path.is_absolute() and not path.exists():
             for base in data_roots(data_root):
