@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit._registry import Registry
-from probekit.datasets import audioset, birdset, esc50, events, folder, fsdd, hear, hfdata, manifest, speechcommands
+from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, manifest, speechcommands
+from probekit.datasets import birdset, hfdata
 from probekit.datasets.base import Dataset, DatasetSpec
 from probekit.errors import DatasetError
 

@@ -11,59 +11,16 @@ from pathlib import Path
 
 import pytest
 
-# before `datasets` is imported: it reads these once (the fixture below also patches its config)
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")
 
 from probekit.datasets import get_dataset, get_spec  # noqa: E402
 from probekit.errors import ConfigError, DatasetError  # noqa: E402
-
-DIGITS = [str(i) for i in range(10)]
-SPEAKERS = ("jackson", "nicolas", "theo")
+from hf_sets import DIGITS, SPEAKERS, fsdd_features, fsdd_hf, fsdd_rows, offline  # noqa: E402  (tests/datasets is on sys.path; a site-packages `tests` shadows ours)
 
 
 @pytest.fixture(autouse=True)
 def _offline(tmp_path, monkeypatch):
     offline(monkeypatch, tmp_path)
-
-
-def offline(monkeypatch, tmp_path: Path) -> None:
-    """No network and no user folders: HF offline (env and the already-imported config), caches in tmp."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache", raising=False)
-    monkeypatch.setenv("PROBEKIT_HF_AUDIO", str(tmp_path / "hf-audio"))
-
-
-def fsdd_rows(fsdd_root: Path, speakers, takes, *, embed: bool = True) -> dict:
-    files = [fsdd_root / "recordings" / f"{d}_{s}_{t}.wav" for d in DIGITS for s in speakers for t in takes]
-    audio = [{"bytes": f.read_bytes() if embed else None, "path": f.name if embed else str(f)} for f in files]
-    return {"audio": audio, "label": [int(f.name[0]) for f in files]}
-
-
-def fsdd_features(sampling_rate: int = 8000):
-    return datasets.Features({"audio": datasets.Audio(sampling_rate=sampling_rate),
-                              "label": datasets.ClassLabel(names=DIGITS)})  # fmt: skip
-
-
-def fsdd_hf(folder: Path, fsdd_root: Path, *, embed: bool = True) -> Path:
-    """A DatasetDict (train: 2 takes x 3 speakers x 10 digits, test: 1 take) saved with save_to_disk.
-
-    Rows are written as {bytes, path} and cast to Audio (encoding audio through `datasets` needs torchcodec)."""
-    splits = {"train": ("0", "1"), "test": ("2",)}
-    dd = datasets.DatasetDict({
-        s: datasets.Dataset.from_dict(fsdd_rows(fsdd_root, SPEAKERS, t, embed=embed)).cast(fsdd_features())
-        for s, t in splits.items()
-    })  # fmt: skip
-    dd.save_to_disk(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="module")
