@@ -482,7 +482,9 @@ def build(name: str, src: Source, *, spec_name: str | None = None, audio_column:
         + (f", splits {hf_of}" if any(k != v for k, v in hf_of.items()) else "")
         + (", streamed" if streaming else ""),
         layout=LAYOUT,
-        source=f"{src.identity}|{schema.audio_column}|{schema.label_column}|{revision or ''}",
+        # what else selects the clips: a limited or remapped run is another dataset to result records
+        source=f"{src.identity}|{schema.audio_column}|{schema.label_column}|{revision or ''}|{limit or ''}|"
+        f"{sorted(hf_of.items()) if mapping else ''}",
     )
     fields.update(spec_fields or {})
     spec = DatasetSpec(**fields)
