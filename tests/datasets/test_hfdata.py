@@ -63,14 +63,18 @@ def test_path_column_rows_are_read_in_place(tmp_path, fsdd_root):
     files = [fsdd_root / "recordings" / f"{d}_theo_0.wav" for d in DIGITS]
     (tmp_path / "p" / "audio").mkdir(parents=True)
     (tmp_path / "p" / "audio" / "extra.wav").write_bytes(files[0].read_bytes())
-    rows = {"file": [str(f) for f in files] + ["audio/extra.wav"], "label": list(range(10)) + [0]}
+    rows = {"file": [str(f) for f in files] + ["audio/extra.wav", "audio/gone.wav"], "label": list(range(10)) + [0, 1]}
     feats = datasets.Features({"file": datasets.Value("string"), "label": datasets.ClassLabel(names=DIGITS)})
     datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(tmp_path / "p"))
     with pytest.raises(DatasetError, match="no Audio column.*audio_column"):
         get_dataset(f"hf:{tmp_path / 'p'}")
-    clips = get_dataset(f"hf:{tmp_path / 'p'}?audio_column=file").clips("train")
+    ds = get_dataset(f"hf:{tmp_path / 'p'}?audio_column=file")
+    clips = ds.clips("train")
     assert clips[3].path == files[3]  # no copy
     assert clips[10].path == tmp_path / "p" / "audio" / "extra.wav"
+    assert len(clips) == 11 and ds.missing["train"] == 1  # a row whose file is gone is counted and named
+    assert ds.warnings == [f"hf:{tmp_path / 'p'}: split 'train' row 11 (column 'file'): audio file audio/gone.wav "
+                           "not found; the row is left out"]
 
 
 def test_options_map_splits_and_limit_rows(saved):
@@ -114,6 +118,14 @@ def test_data_file_folder_loads_and_streams(saved, tmp_path):
     assert streamed.fingerprint("test") != full.fingerprint("test")  # 4 clips, not 30
     with pytest.raises(ConfigError, match="streaming"):
         get_dataset(f"hf:{saved}?streaming=true")  # a save_to_disk folder is local already
+
+
+def test_streamed_rows_need_their_bytes(tmp_path):
+    from probekit.datasets.hfdata import Materialiser
+
+    m = Materialiser("hf:x/y", tmp_path / "audio")
+    with pytest.raises(DatasetError, match="row 3: streamed audio has no embedded bytes.*without streaming"):
+        m.path_for("train", 3, {"bytes": None, "path": "hf://datasets/x/y@main/a.ogg"}, streaming=True)
 
 
 def test_hub_name_offline_is_one_line():

@@ -135,3 +135,11 @@ def test_birdset_folder_without_the_label_column(tmp_path, fsdd_root, capsys):
     datasets.DatasetDict({"train": ds, "test_5s": ds}).save_to_disk(str(root))
     rc, _, err = _datasets(capsys, "birdset-hsn", "--data-root", tmp_path / "data")
     assert_user_error(rc, err, "birdset-hsn", "no column 'ebird_code_multilabel'")
+
+
+def test_split_that_does_not_fit_the_disk_is_refused(good, tmp_path, capsys, monkeypatch):
+    from probekit.datasets import hfdata
+
+    monkeypatch.setattr(hfdata, "DISK_RESERVE", 1 << 62)  # any disk is too small now
+    rc, _, err = _datasets(capsys, f"hf:{good}")
+    assert_user_error(rc, err, "split 'train': no room under", "0 rows written", "limit=N")
