@@ -17,6 +17,7 @@ from pathlib import Path
 from probekit._registry import Registry
 from probekit.datasets import (
     audioset,
+    birdset,
     dcase2016,
     esc50,
     events,
@@ -25,6 +26,7 @@ from probekit.datasets import (
     fsdd,
     gtzan,
     hear,
+    hfdata,
     manifest,
     nsynth,
     speechcommands,
@@ -72,7 +74,7 @@ def register_dataset(
 
 DATASET_SPECS: dict[str, DatasetSpec] = {}
 #: Names that are paths to user data: manifest:PATH.csv, events:PATH.csv (strong labels), hear:DIR, folder:DIR.
-PATH_PREFIXES = (manifest.PREFIX, events.PREFIX, hear.PREFIX, folder.PREFIX)
+PATH_PREFIXES = (manifest.PREFIX, events.PREFIX, hear.PREFIX, folder.PREFIX, hfdata.PREFIX)
 for _name, _spec in audioset.SPECS.items():
     register_dataset(
         _spec, audioset.open_dataset, detect=audioset.detector(_name), root_names=audioset.ROOT_NAMES
@@ -92,6 +94,10 @@ register_dataset(gtzan.SPEC_FILTERED, gtzan.open_filtered, detect=gtzan.detect, 
 for _spec in (nsynth.SPEC_PITCH, nsynth.SPEC_FAMILY):
     register_dataset(_spec, nsynth.open_dataset, detect=nsynth.detect, root_names=nsynth.ROOT_NAMES)
 register_dataset(dcase2016.SPEC, dcase2016.open_dataset, detect=dcase2016.detect, root_names=dcase2016.ROOT_NAMES)
+
+for _spec in birdset.SPECS.values():  # BirdSet test sets (save_to_disk folders of DBD-research-group/BirdSet)
+    register_dataset(_spec, birdset.open_dataset, detect=birdset.detector(_spec.name),
+                     root_names=birdset.root_names(_spec.name))
 
 #: Training protocols declared next to their datasets; probekit.train.protocols registers them by name.
 DECLARED_PROTOCOLS: tuple[ProtocolDecl, ...] = (
@@ -140,6 +146,8 @@ def get_spec(name: str) -> DatasetSpec:
         return manifest.parse_manifest(_manifest_path(name), root=root)[0]
     if name.startswith(hear.PREFIX):
         return hear.get_spec(_manifest_path(name))  # task_metadata.json + labelvocabulary.csv only
+    if name.startswith(hfdata.PREFIX):
+        return hfdata.get_spec(name)
     if name.startswith(PATH_PREFIXES):
         return get_dataset(name).spec
     return _entry(name).spec
@@ -200,7 +208,9 @@ def get_dataset(name: str, data_root: str | os.PathLike | None = None, **options
     Returns:
         A Dataset; clips are listed per split on first use (`dataset.clips("train")`).
     """
-    if name.startswith(PATH_PREFIXES):
+    if name.startswith(hfdata.PREFIX):  # Hugging Face datasets: not a path, options may follow '?'
+        ds = hfdata.open_hf(name, data_root, **options)
+    elif name.startswith(PATH_PREFIXES):
         name, query_root = _root_query(name)
         if query_root is not None:
             if options.get("root") not in (None, query_root):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from probekit._registry import Registry
+from probekit.datasets import birdset as _birdset  # the hsn preset is declared beside the dataset
 from probekit.errors import ConfigError
 from probekit.probes.base import Probe, make_probe
 from probekit.tokens import TokenData
@@ -129,6 +130,15 @@ for _p in (
             False,
             "accuracy",
             source=_BAT.format("scv2"),
+        ),
+        Protocol(
+            "hsn",
+            "BirdSet HSN (and the other BirdSet test sets): 10,000 steps, batch 64, warmup 1,000, wd 0.05, BCE; "
+            "last step; macro mAP (cmAP5 beside it). BAT's class-balanced sampler is not reproduced",
+            TrainConfig(**_birdset.PROTOCOL_HSN),
+            False,
+            "mAP",
+            source=_BAT.format("hsn"),
         ),
         Protocol(
             "fsdd",

@@ -133,7 +133,8 @@ def test_speech_commands_35(sc2_root):
 
 
 def test_registry_specs_are_complete():
-    assert {"as20k", "as2m", "as-eval", "esc50", "sc2", "sc2-35", "fsdd"} <= set(list_datasets())  # + issue 18 names
+    birdset = {f"birdset-{c}" for c in ("hsn", "pow", "per", "nes", "uhh", "nbp", "ssw", "sne")}
+    assert {"as20k", "as2m", "as-eval", "esc50", "sc2", "sc2-35", "fsdd"} | birdset <= set(list_datasets())
     for name, spec in DATASET_SPECS.items():
         assert spec.name == name and get_spec(name) is spec
         assert len(spec.classes) == len(spec.class_ids) == len(set(spec.classes))

@@ -12,12 +12,13 @@ from probekit.train import ConcatTokens, get_protocol, holdout_split, list_proto
 
 
 def test_presets_match_the_official_table():
-    assert {"as20k", "as2m", "esc50", "sc2", "fsdd", "default", "unmute"} <= set(list_protocols())  # + declared ones
+    assert {"as20k", "as2m", "esc50", "sc2", "fsdd", "default", "unmute", "hsn"} <= set(list_protocols())
     expect = {  # batch, steps, warmup, wd, loss, selection
         "as20k": (48, 20000, 500, 0.05, "asl", "last"),
         "as2m": (96, 200000, 2000, 0.05, "asl", "last"),
         "esc50": (48, 4000, 400, 0.2, "ce", "cv"),
         "sc2": (256, 10000, 1000, 0.05, "ce", "best_val"),
+        "hsn": (64, 10000, 1000, 0.05, "bce", "last"),  # BAT configs/hsn/*_config.yaml
     }
     for name, (bs, steps, warm, wd, loss, sel) in expect.items():
         p = get_protocol(name)
