@@ -363,3 +363,25 @@ def test_cli_probe_vqt_online_writes_record_and_leaderboard_column(manifest, tmp
     capsys.readouterr()
     assert main(["leaderboard", "--results-dir", str(res), "-d", rec["dataset"], "-f", "markdown"]) == 0
     assert "| backbone | VQT |" in capsys.readouterr().out
+
+
+def test_contract_and_round_trip_with_a_live_batch(tmp_path):
+    """What tests/probes/test_probe_registry.py and test_probe_io.py check of token probes, on a live batch."""
+    from probekit.backbones import get_backbone
+    from probekit.probes import PROBES, load_probe, save_probe
+
+    cls = PROBES["vqt"]
+    assert cls.label() == "VQT" and cls.needs_encoder and set(cls.search_space) <= set(cls.hparam_names())
+    bb = get_backbone("bat-tiny")
+    probe = make_probe("vqt", num_layers=bb.num_layers, embed_dim=bb.embed_dim, num_classes=3, num_queries=2, seed=3)
+    twin = type(probe)(**probe.get_params())
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in probe.state_dict().items()}
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    probe.eval()
+    batch = _batch(bb, torch.randn(2, 1, 48, 128), torch.tensor([48, 20]))
+    path = save_probe(probe, tmp_path / "vqt.safetensors", metadata={"backbone": "bat-tiny"})
+    back = load_probe(path, embed_dim=bb.embed_dim, num_layers=bb.num_layers, num_classes=3).eval()
+    with torch.no_grad():
+        assert torch.equal(back(batch), probe(batch))
