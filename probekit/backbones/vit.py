@@ -421,7 +421,6 @@ class AudioViT(nn.Module):
         valid_rows = patch_rows(valid_frames, b, t, cfg.patch_size)
         return LayerTokens(patch=patch, cls=cls, grid=(t, fp), valid_rows=valid_rows)
 
-
     # ------------------------------------------------------------------ query tuning (VQT)
     def encode_queries(self, features: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Visual query tuning (the official BAT `extract_vqt_features`): block i reads `queries[i]`
