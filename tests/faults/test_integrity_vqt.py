@@ -118,3 +118,14 @@ def test_bad_hyperparameters_are_refused_by_name(bad):
     with pytest.raises(ProbeError, match=next(iter(bad))):
         make_probe("vqt", num_layers=2, embed_dim=16, num_classes=3, **bad)
 
+
+
+def test_cli_tune_vqt_refuses_before_extracting(manifest, tmp_path, capsys):
+    # base: no vqt probe; then (before this check) the caches were extracted and fit refused afterwards
+    from probekit.cli import main
+
+    code = main(["tune", "vqt", "-b", "bat-tiny", "-d", manifest, "--cache-dir", str(tmp_path / "c"),
+                 "--results-dir", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--online --tune" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
