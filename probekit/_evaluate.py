@@ -444,6 +444,11 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
     `dry_run`, the plan (clips, steps, an estimated time) is given to `log` / appended to `plans`."""
     import warnings
 
+    from probekit.cache.live import check_live_probes
+    from probekit.probes import get_probe_class
+
+    # VQT and the like run the encoder themselves: online only, on a backbone that takes query tokens
+    check_live_probes([get_probe_class(p) for p in probes], bb, online)
     spec = ds.spec
     proto = protocol_for(o.train.protocol, spec)
     train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)

@@ -42,7 +42,7 @@ from probekit.backbones.checkpoint_io import (
     strip_wrappers,
     tensors_only,
 )
-from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
+from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens, QueryTokens
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.weights import PublishedWeights, register_weights, weights_key
 from probekit.errors import BackboneError, CheckpointError, ConfigError
@@ -305,13 +305,16 @@ class _SelfAttention(nn.Module):
             self.grep_linear = nn.Linear(cfg.head_dim, 8)
             self.grep_a = nn.Parameter(torch.ones(1, h, 1, 1))
 
-    def forward(self, x, key_pad, pos_bias):
+    def forward(self, x, key_pad, pos_bias, num_queries: int = 0):
         b, n, d = x.shape
         alpha = 32  # the official stabilised softmax: q / 32, logits (w - rowmax) * 32
         q = self.q_proj(x) * self.scaling * (1 / alpha)
         q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
         k = self.k_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        if num_queries:  # VQT: the first tokens are queries, no keys/values; bias columns of the keys only
+            k, v = k[:, :, num_queries:], v[:, :, num_queries:]
+            pos_bias = None if pos_bias is None else pos_bias[:, :, num_queries:]
         w = q @ k.transpose(-2, -1)
         w = (w - w.max(dim=-1, keepdim=True)[0]) * alpha
         if key_pad is not None:
@@ -412,6 +415,41 @@ class BeatsModel(nn.Module):
             outs.append(x)
         return outs, valid, (t, f)
 
+    def forward_queries(self, fbank: torch.Tensor, valid_frames: torch.Tensor | None, queries: torch.Tensor):
+        """Visual query tuning (the official BAT BEATs `extract_vqt_features`): layer i reads `queries[i]`
+        (B, q, D) prepended to its input; they are no keys/values, so the patch outputs equal `forward`'s.
+        The relative position bias is built over the q + N positions (queries first), its key columns
+        kept, as the official code does. Returns ((B, L, q, D) query outputs, (B, N, D) last layer, valid
+        patches (B,), grid (T, F))."""
+        b, frames = fbank.shape[:2]
+        x = self.patch_embedding(fbank.unsqueeze(1))
+        t, f = x.shape[2], x.shape[3]
+        x = self.layer_norm(x.reshape(b, x.shape[1], -1).transpose(1, 2))
+        n, nq = x.shape[1], queries.shape[2]
+        key_pad, valid = None, torch.full((b,), n, dtype=torch.long)
+        if valid_frames is not None:  # the padding mask of `forward`, on the patch keys only
+            r = frames // n
+            vf = torch.as_tensor(valid_frames).reshape(-1).long().cpu().clamp(0, frames)
+            valid = torch.clamp((vf + r - 1) // r, min=1, max=n)
+            key_pad = torch.arange(n)[None, :] >= valid[:, None]
+            key_pad = key_pad.to(x.device) if bool(key_pad.any()) else None
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)
+        enc = self.encoder
+        if key_pad is not None:
+            x = x.masked_fill(key_pad[..., None], 0.0)
+        x = x + enc.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        x = enc.layer_norm(x)
+        bias = self.position_bias(nq + n, x.device)
+        outs = []
+        for i, layer in enumerate(enc.layers):  # _Layer.forward with the queries prepended
+            x = torch.cat([queries[:, i].to(x.dtype), x], dim=1)
+            x = layer.self_attn_layer_norm(x * layer.alpha + layer.self_attn(x, key_pad, bias, num_queries=nq))
+            x = layer.final_layer_norm(x * layer.alpha + layer.fc2(F.gelu(layer.fc1(x))))
+            outs.append(x[:, :nq])
+            x = x[:, nq:]
+        return torch.stack(outs, dim=1), x, valid, (t, f)
+
 
 # ---------------------------------------------------------------------------------------------- backbone
 class BeatsBackbone(BackboneBase):
@@ -473,6 +511,24 @@ class BeatsBackbone(BackboneBase):
         keep = keep.to(patch)[:, None, :, None]
         cls = (patch * keep).sum(2) / keep.sum(2).clamp(min=1)  # no cls token: mean over the valid rows
         return LayerTokens(patch=patch, cls=cls, grid=(t, f), valid_rows=valid_rows.long())
+
+    supports_queries = True
+
+    def encode_queries(self, features: torch.Tensor, valid_frames: torch.Tensor | None,
+                       queries: torch.Tensor) -> QueryTokens:
+        """VQT: fbank + (B, L, q, D) queries -> each layer's query outputs and the mean of the last layer's
+        valid patch tokens (the official head averages the last layer's tokens; `encode`'s cls rule)."""
+        if features.ndim == 4 and features.shape[1] == 1:
+            features = features[:, 0]
+        p = self.model.config.input_patch_size
+        if features.ndim != 3 or features.shape[1] < p or not features.is_floating_point():
+            raise BackboneError(f"{self.name}: expected (B, frames, 128) float features with at least {p} frames, "
+                                f"got shape {tuple(features.shape)}")
+        x = features.to(self.device, self.model.layer_norm.weight.dtype)
+        q, last, valid, (t, f) = self.model.forward_queries(x, valid_frames, queries)
+        valid_rows = (valid + f - 1) // f
+        keep = (torch.arange(t)[None, :] < valid_rows[:, None]).repeat_interleave(f, dim=1).to(last)[..., None]
+        return QueryTokens(queries=q, cls=(last * keep).sum(1) / keep.sum(1).clamp(min=1))
 
     def cache_key(self) -> dict:
         from probekit.backbones._frontend import frontend_config_dict

@@ -28,6 +28,7 @@ __all__ = [
     "BackboneBase",
     "BackboneCard",
     "LayerTokens",
+    "QueryTokens",
     "is_backbone",
     "missing_members",
 ]
@@ -56,6 +57,18 @@ class LayerTokens:
         """Keep only the given 0-based layer indices (in that order)."""
         idx = torch.as_tensor(list(layers), dtype=torch.long, device=self.patch.device)
         return LayerTokens(self.patch.index_select(1, idx), self.cls.index_select(1, idx), self.grid, self.valid_rows)
+
+
+@dataclass
+class QueryTokens:
+    """What a frozen encoder gives visual query tuning (VQT, `Backbone.encode_queries`).
+
+    queries: (B, L, q, D) each block's outputs at the q query tokens it was given.
+    cls:     (B, D) the last block's cls token (models without one: mean of its valid patch tokens).
+    """
+
+    queries: torch.Tensor
+    cls: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,19 @@ class BackboneBase:
     _frontend_spec: Any = None
     _frontend: Any = None
     _frontend_config: Any = None
+
+    #: Optional capability, not a protocol member: True where `encode_queries` feeds learnable query tokens
+    #: into every block (VQT); the audio ViTs (BAT, EAT, SSLAM) and BEATs set it.
+    supports_queries: bool = False
+
+    def encode_queries(self, features: torch.Tensor, valid_frames: torch.Tensor | None,
+                       queries: torch.Tensor) -> QueryTokens:
+        """(B, ...) frontend output + (B, L, q, D) query tokens -> QueryTokens, differentiable in the queries
+        (the weights stay frozen). Families without query support refuse."""
+        raise BackboneError(
+            f"backbone {self.name!r} (family {self.card.family!r}) cannot take query tokens (VQT)",
+            hint="VQT runs on the BAT, EAT, SSLAM and BEATs families (e.g. bat, eat, sslam, beats-iter3)",
+        )
 
     # ------------------------------------------------------------------ card
     @property

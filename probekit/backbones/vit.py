@@ -157,9 +157,11 @@ class Attention(nn.Module):
         self.gate = nn.Linear(dim, dim) if gated else None
         self.attn_impl = attn_impl
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_queries: int = 0) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if num_queries:  # VQT: the first `num_queries` tokens read the sequence but are no keys/values
+            k, v = k[:, :, num_queries:], v[:, :, num_queries:]
         fused = self.attn_impl == "sdpa" or (self.attn_impl == "auto" and x.is_cuda)
         if fused:
             # CUDA default: fused kernel (flash / memory-efficient); ~1e-6 from the explicit formula.
@@ -418,6 +420,56 @@ class AudioViT(nn.Module):
         cls = cls_sum / n_windows
         valid_rows = patch_rows(valid_frames, b, t, cfg.patch_size)
         return LayerTokens(patch=patch, cls=cls, grid=(t, fp), valid_rows=valid_rows)
+
+    # ------------------------------------------------------------------ query tuning (VQT)
+    def encode_queries(self, features: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual query tuning (the official BAT `extract_vqt_features`): block i reads `queries[i]`
+        (q tokens) prepended to its input; they attend to the sequence but are no keys/values of anyone,
+        so the cls/patch outputs equal the plain forward's. Each block's query outputs are dropped before
+        the next block. Windows as `encode`; queries and cls are averaged over windows.
+
+        Args:
+            features: (B, 1, frames, 128).
+            queries: (L, q, D) or (B, L, q, D) (per-sample, e.g. after dropout); gradients flow to them.
+
+        Returns:
+            (B, L, q, D) each block's query outputs and (B, D) the last block's cls token.
+        """
+        cfg = self.config
+        grid = self.patchify(features)  # (B, T, F, D)
+        b, t, fp, d = grid.shape
+        if queries.ndim == 3:
+            queries = queries.unsqueeze(0).expand(b, -1, -1, -1)
+        if queries.shape[0] != b or queries.shape[1] != cfg.depth or queries.shape[3] != d:
+            raise BackboneError(f"queries must be (L={cfg.depth}, q, D={d}) or (B={b}, L, q, D), "
+                                f"got {tuple(queries.shape)}")
+        nq = queries.shape[2]
+        w = cfg.window_rows
+        n_full, tail = divmod(t, w)
+        pieces = []  # (windows, rows, (windows*B, rows*F, D)), window-major as encode
+        if n_full:
+            full = grid[:, : n_full * w].reshape(b, n_full, w * fp, d).transpose(0, 1).reshape(n_full * b, w * fp, d)
+            pieces.append((n_full, w, full))
+        if tail:
+            pieces.append((1, tail, grid[:, n_full * w :].reshape(b, tail * fp, d)))
+        q_sum, cls_sum = None, None
+        for k, rows, tok in pieces:
+            tok = tok + self.pos_embed[:, : rows * fp]
+            x = self.pre_norm(torch.cat([self.cls_token.expand(tok.shape[0], -1, -1).to(tok.dtype), tok], dim=1))
+            outs = []
+            for i, blk in enumerate(self.blocks):
+                qi = queries[:, i].to(x.dtype).repeat(k, 1, 1)  # the same queries in every window
+                x = torch.cat([qi, x], dim=1)
+                x = blk.norm1(x + blk.attn(x, num_queries=nq))  # Block.forward with keys/values excluding queries
+                x = blk.norm2(x + blk.mlp(x))
+                outs.append(x[:, :nq])
+                x = x[:, nq:]
+            qo = torch.stack(outs, dim=1).reshape(k, b, cfg.depth, nq, d).sum(0)
+            cls = x[:, 0].reshape(k, b, d).sum(0)
+            q_sum = qo if q_sum is None else q_sum + qo
+            cls_sum = cls if cls_sum is None else cls_sum + cls
+        n_windows = n_full + (1 if tail else 0)
+        return q_sum / n_windows, cls_sum / n_windows
 
 
 def patch_rows(valid_frames, b: int, t: int, patch_size: int) -> torch.Tensor:

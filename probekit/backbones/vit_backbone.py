@@ -21,7 +21,7 @@ import torch
 
 from probekit._device import resolve_device
 from probekit.backbones._frontend import frontend_config_dict
-from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens
+from probekit.backbones.protocol import BackboneBase, BackboneCard, LayerTokens, QueryTokens
 from probekit.backbones.checkpoints import load_checkpoint
 from probekit.backbones.registry import check_options, register_backbone
 from probekit.backbones.vit import AudioViT, ViTConfig, count_params, vit_param_count
@@ -109,6 +109,17 @@ class ViTBackbone(BackboneBase):
             raise BackboneError(f"features must be floating point, got {features.dtype}")
         x = features.to(self.device, torch.float32)
         return self.model.encode(x, valid_frames, layers=layers)
+
+    supports_queries = True
+
+    def encode_queries(self, features: torch.Tensor, valid_frames: torch.Tensor | None,
+                       queries: torch.Tensor) -> QueryTokens:
+        """VQT: (B, 1, frames, 128) + (B, L, q, D) queries -> each block's query outputs and the last cls
+        (`AudioViT.encode_queries`); not under no_grad, so gradients reach the queries."""
+        if not torch.is_tensor(features) or not features.is_floating_point():
+            raise BackboneError(f"{self.name}: features must be a floating-point tensor")
+        q, cls = self.model.encode_queries(features.to(self.device, self.model.cls_token.dtype), queries)
+        return QueryTokens(queries=q, cls=cls)
 
     # ------------------------------------------------------------------ provenance
     def cache_key(self) -> dict:

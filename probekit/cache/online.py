@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from probekit.cache.live import InputRequest, LiveSource, input_batches
 from probekit.cache.pipeline import clip_folds, clip_labels, feature_loader
 from probekit.cache.planning import Plan, plan, token_grid
 from probekit.cache.spec import RunOptions
@@ -24,7 +25,7 @@ from probekit.tokens import TokenBatch, TokenRequest, batch_order
 __all__ = ["OnlineTokens"]
 
 
-class OnlineTokens:
+class OnlineTokens(LiveSource):
     """`TokenData` backed by a frozen backbone run on each batch.
 
     Args:
@@ -80,7 +81,12 @@ class OnlineTokens:
         seed: int = 0,
         drop_last: bool = False,
     ) -> Iterator[TokenBatch]:
-        """One pass over `indices` (default all clips): decode, frontend, encode, select the requested tokens."""
+        """One pass over `indices` (default all clips): decode, frontend, encode, select the requested tokens.
+        An `InputRequest` (a probe that runs the encoder itself, VQT) gets the frontend features instead."""
+        if isinstance(request, InputRequest):
+            yield from input_batches(self, batch_size, indices=indices, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+            return
         order = batch_order(self.num_clips, batch_size, indices=indices, shuffle=shuffle, seed=seed, drop_last=drop_last)
         chunks = [c.tolist() for c in order]
         if not chunks:

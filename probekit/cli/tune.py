@@ -89,6 +89,15 @@ def token_splits(backbone: str, dataset: str, protocol: str | None, *, planned: 
     return get(train_split), get(val_split), get(test_split), proto.name
 
 
+def _token_probe(cls):
+    """`cls`, unless it trains inside the live encoder (VQT): this command tunes on token caches."""
+    if getattr(cls, "needs_encoder", False):
+        raise ConfigError(f"probekit tune reads token caches; probe {cls.name!r} needs the live encoder",
+                          hint=f"run `probekit probe {cls.name} --online --tune` (Python: evaluate(..., online=True, "
+                          "tune=True))")
+    return cls
+
+
 @app.command("tune")
 def tune_cmd(
     probe: str | None = typer.Argument(None, help="Probe to tune (probekit probes lists them)."),
@@ -168,7 +177,7 @@ def tune_cmd(
         n_trials=trials, n_startup=startup, pruner=pruner, reduction_factor=reduction_factor, seeds=seeds,
         eval_every=eval_every, val_fraction=val_fraction, timeout=timeout, seed=seed, progress=not no_progress,
     ).check()
-    cls = get_probe_class(probe)
+    cls = _token_probe(get_probe_class(probe))
     hparams, train_overrides = _parse_sets(sets, cls)
     overrides = dict(parse_space_override(item) for item in space)
     names = tuple(s.strip() for s in only.split(",") if s.strip()) if only else None

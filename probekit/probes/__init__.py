@@ -6,6 +6,7 @@
 
 # importing the probe modules registers their probes
 from probekit.probes import attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401
+from probekit.probes import vqt as _vqt  # noqa: F401
 from probekit.probes.attentive import MHCA
 from probekit.probes.base import PROBES, Probe, get_probe_class, list_probes, make_probe, register_probe
 from probekit.probes.cgp import CGP, LinearCGP
@@ -14,6 +15,7 @@ from probekit.probes.head2toe import Head2Toe
 from probekit.probes.io import load_probe, read_probe_header, save_probe
 from probekit.probes.linear import LayerSweep, LinearProbe, MLPProbe, TokenLinear
 from probekit.probes.prototypes import ClassProto, Protobin
+from probekit.probes.vqt import VQT
 
 __all__ = [
     "ABMILP",
@@ -32,6 +34,7 @@ __all__ = [
     "Protobin",
     "SimPool",
     "TokenLinear",
+    "VQT",
     "get_probe_class",
     "list_probes",
     "load_probe",

@@ -26,6 +26,7 @@ import torch
 from probekit._console import Bar
 from probekit._device import resolve_device
 from probekit._io import atomic_write
+from probekit.cache.live import require_live
 from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
 from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
@@ -186,6 +187,7 @@ def predict(
     """Scores of `probe` on `data` (rows in `indices` order): sigmoid for multi-label data, softmax for
     multi-class. Shape (n, C), or (n, H, C) for probes with several heads (the layer sweep).
     `device` defaults to where the probe's parameters are; `progress` shows a rich bar."""
+    require_live(probe, data)
     dev = _probe_device(probe) if device is None else resolve_device(device)
     was_training = probe.training
     probe.to(dev).eval()
@@ -471,6 +473,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
             f"fit needs a probekit Probe, got {type(probe).__name__}", hint="build one with make_probe"
         )
     _check_probe_matches(probe, data, "training")
+    require_live(probe, data)  # a probe that trains inside the encoder (VQT) cannot read a token cache
     train_idx = (
         np.arange(data.num_clips, dtype=np.int64)
         if train_indices is None
@@ -483,6 +486,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
     val_idx = None
     if val_data is not None:
         _check_probe_matches(probe, val_data, "validation")
+        require_live(probe, val_data)
         val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
     elif config.selection == "best_val":
         raise ConfigError(
