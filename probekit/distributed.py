@@ -210,13 +210,23 @@ class DataParallel:
             raise ConfigError(
                 f"data-parallel training of {run.probe.name!r} with asl_reduction=sum: its regulariser would be "
                 "counted once per rank", hint="use asl_reduction=mean, or train it in one process")
-        names: list[Any] = [None] * self.env.world_size
-        digest = hashlib.sha256(f"{fingerprint}|{run.total}|{run.per_epoch}".encode()).hexdigest()[:16]
-        torch.distributed.all_gather_object(names, digest)
-        if len(set(names)) > 1:
+        import dataclasses
+
+        facts = {"fingerprint": fingerprint, "steps": run.total, "batches per epoch": run.per_epoch,
+                 "probe": run.probe.name, "training clips": len(run.train_idx),
+                 "clips digest": hashlib.sha256(np.ascontiguousarray(run.train_idx, np.int64).tobytes()).hexdigest()[:12],
+                 **{f"config.{k}": repr(v) for k, v in dataclasses.asdict(cfg).items()
+                    if k not in ("device", "num_threads")},
+                 **{f"param.{k}": repr(v) for k, v in run.probe.get_params().items()}}
+        every: list[Any] = [None] * self.env.world_size
+        torch.distributed.all_gather_object(every, facts)
+        differ = sorted(k for k in set().union(*every) if len({repr(f.get(k)) for f in every}) > 1)
+        if differ:
+            k = next((k for k in differ if k != "fingerprint"), differ[0])
             raise ProbeError(
-                f"data-parallel ranks disagree on the run (rank fingerprints {', '.join(map(str, names))}): "
-                "different probe, options or training clips", hint="start every rank with the same command and data")
+                f"data-parallel ranks disagree on the run: {', '.join(differ[:4])} differ (e.g. {k}: "
+                + " vs ".join(f"rank {r} {f.get(k)!r}" for r, f in enumerate(every[:2])) + ")",
+                hint="start every rank with the same command and data")
         with torch.no_grad():
             for t in [*run.probe.parameters(), *run.probe.buffers()]:
                 torch.distributed.broadcast(t.data, src=0)
@@ -308,3 +318,11 @@ def data_parallel(device: str = "auto") -> DataParallel | None:
     env = init_from_env(device)
     return DataParallel(env) if env.enabled else None
 
+
+
+def barrier() -> None:
+    """Wait for every rank (joining the job from the environment first); nothing in a single process."""
+    if not _initialized() and _env_int("WORLD_SIZE", 1) <= 1:
+        return
+    init_from_env()
+    torch.distributed.barrier()

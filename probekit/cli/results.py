@@ -192,6 +192,16 @@ def run_table(records, *, title: str = "Result"):
     return t
 
 
+def _launch_probe(nodes: int, gpus: int, slurm, rdzv_endpoint, results_dir) -> None:
+    from probekit.cli import _state
+    from probekit.launch import launch_probe, parse_slurm, strip_options
+
+    argv = strip_options(_state.get("argv") or [], {"--nodes", "--gpus", "--slurm", "--rdzv-endpoint"})
+    launch_probe(argv, nodes, gpus, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
+                 soft_wrap=True, markup=False), rdzv_endpoint=rdzv_endpoint,
+                 results_dir=str(results_dir) if results_dir else None)
+
+
 @app.command("probe")
 def probe_cmd(
     probe: str = typer.Argument(..., help=f"Probe to train: {', '.join(PROBE_CHOICES)} (or any registered probe)."),
@@ -223,6 +233,12 @@ def probe_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the result table."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " The result record(s), as written to disk."),
     save_probe: bool = typer.Option(True, "--save-probe/--no-save-probe", help="Save the first seed's probe beside the record (for `probekit predict`)."),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Data-parallel training on N nodes (with --gpus; torchrun, or --slurm)."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Data-parallel ranks per node (GPUs; CPU processes without CUDA)."),
+    slurm: list[str] | None = typer.Option(None, "--slurm", help="Run it as a SLURM job (submitit): KEY=VALUE items "
+                                           "(partition=..., time=..., folder=LOGS, wait=true); `--slurm local` runs it here."),
+    rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="--nodes N without --slurm: HOST:PORT of "
+                                             "torchrun's rendezvous (run the command on every node)."),
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -231,6 +247,15 @@ def probe_cmd(
     `probekit tune` offers every search option). Example:
     probekit probe cgp --backbone bat --dataset as20k --prototypes 10000
     """
+    if nodes > 1 or gpus > 1 or slurm:  # N x G data-parallel ranks, each running this command (probekit.launch)
+        _launch_probe(nodes, gpus, slurm, rdzv_endpoint, results_dir)
+        return
+    from probekit import distributed
+
+    # a rank of torchrun: trains its part and takes every step rank 0 takes (the plan's timed warm-up too),
+    # but rank 0 alone prints and writes
+    other_rank = not distributed.init_from_env(device).is_main
+    progress = progress and not other_rank
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
     from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
@@ -265,9 +290,11 @@ def probe_cmd(
             tune=TuneOptions(trials=trials) if tune else False,
             online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
             data_root=data_root, dry_run=dry_run, write=not dry_run, save_probe=save_probe,
-            log=None if (quiet or json_out) else
+            log=None if (quiet or json_out) else (lambda line: None) if other_rank else
             (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)),
         )
+    if other_rank:  # rank 0 alone wrote the record and prints it
+        return
     if dry_run:
         console.print("dry run: nothing trained, no record written", highlight=False)
         return
