@@ -174,7 +174,7 @@ def _wait(jobs, say, what: str) -> None:
     failed = []
     for j in jobs:
         try:
-            j.result()
+            j.results()  # one per task (a data-parallel job has several)
         except Exception as e:  # noqa: BLE001 - every failed task is reported, not just the first
             failed.append((j, e))
     if failed:
