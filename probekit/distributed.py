@@ -271,7 +271,8 @@ class DataParallel:
             local = run.train_step(batch, lr, step)
         finally:
             self.inside = False
-        return float(_sum_(torch.tensor([local * self.weight], dtype=torch.float64))[0])
+        # on the run's device: NCCL reduces CUDA tensors only
+        return float(_sum_(torch.tensor([local * self.weight], dtype=torch.float64, device=run.device))[0])
 
     def reduce_grads(self, optimizer) -> None:
         """grad <- sum over ranks of weight_r * grad_r, in one all-reduce (a flag per parameter keeps a

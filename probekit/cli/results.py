@@ -247,17 +247,20 @@ def probe_cmd(
     `probekit tune` offers every search option). Example:
     probekit probe cgp --backbone bat --dataset as20k --prototypes 10000
     """
+    from probekit import distributed
+    from probekit.errors import ConfigError
+
+    if tune and (nodes * gpus > 1 or distributed.world_size() > 1):  # every rank would run its own trials
+        raise ConfigError("--tune with data-parallel ranks: each rank would run its own trials",
+                          hint="tune first (`probekit tune ... --workers N --slurm ...`), then probe with --set")
     if nodes > 1 or gpus > 1 or slurm:  # N x G data-parallel ranks, each running this command (probekit.launch)
         _launch_probe(nodes, gpus, slurm, rdzv_endpoint, results_dir)
         return
-    from probekit import distributed
-
     # a rank of torchrun: trains its part and takes every step rank 0 takes (the plan's timed warm-up too),
     # but rank 0 alone prints and writes
     other_rank = not distributed.init_from_env(device).is_main
     progress = progress and not other_rank
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
-    from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
     from probekit.results.leaderboard import leaderboard
     from probekit.results.store import load_records

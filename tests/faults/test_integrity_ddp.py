@@ -103,3 +103,10 @@ def test_tune_workers_without_slurm_is_refused(capsys):
     argv = ["tune", "linear", "--backbone", "bat-tiny", "--dataset", "fsdd", "--workers", "3"]
     assert main(argv) == 2
     assert "--workers starts worker jobs through --slurm" in capsys.readouterr().err
+
+
+def test_probe_tune_on_several_ranks_is_refused(capsys):
+    """--tune under data parallelism: every rank would draw and run its own trials on one study."""
+    argv = ["probe", "linear", "--backbone", "bat-tiny", "--dataset", "fsdd", "--tune", "--gpus", "2"]
+    assert main(argv) == 2
+    assert "--tune with data-parallel ranks" in capsys.readouterr().err
