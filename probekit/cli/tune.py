@@ -89,6 +89,12 @@ def token_splits(backbone: str, dataset: str, protocol: str | None, *, planned: 
     return get(train_split), get(val_split), get(test_split), proto.name
 
 
+_WORKERS_OPT = typer.Option(None, "--workers", min=1, help="With --slurm: N worker jobs on one study "
+                            "(--storage postgresql://... across machines), then the seed retrain here.")
+_SLURM_OPT = typer.Option(None, "--slurm", help="Run --workers as SLURM jobs (submitit): KEY=VALUE items "
+                          "(partition=..., time=..., folder=LOGS, wait=true); `--slurm local` runs them here.")
+
+
 @app.command("tune")
 def tune_cmd(
     probe: str | None = typer.Argument(None, help="Probe to tune (probekit probes lists them)."),
@@ -134,16 +140,12 @@ def tune_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the best trial and the test score."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, trials, steps, estimated time, "
                                  "cache size) and exit: no extraction, no study, no record."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="With --slurm: N worker jobs on one study "
-                                       "(--storage postgresql://... across machines), then the seed retrain here."),
-    slurm: list[str] | None = typer.Option(None, "--slurm", help="Run --workers as SLURM jobs (submitit): "
-                                           "KEY=VALUE items (partition=..., time=..., folder=LOGS, wait=true); "
-                                           "`--slurm local` runs them here."),
+    workers: int | None = _WORKERS_OPT,
+    slurm: list[str] | None = _SLURM_OPT,
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
-    if workers is not None or slurm:
-        _launch_workers(workers, slurm)
-        return
+    if workers is not None or slurm:  # worker jobs through submitit (probekit.launch)
+        return _launch_workers(workers, slurm)
     from probekit.tune.logs import cli_log_handler
 
     to_stdout = json_out is not None and str(json_out) == "-"
