@@ -131,8 +131,11 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
 
         tokens = OnlineTokens(p, run)
         return Prepared(tokens, tokens.backbone, ds, split, key_digest(tokens.cache_key()), None, 0.0, False, True)
+    from probekit.distributed import barrier
+
     try:
         reader = open_cache(p)
+        barrier()  # under torchrun: one barrier per split on every rank, whichever way it got the tokens
         return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
     except CacheError as missing:
         reason = str(missing)
@@ -148,6 +151,7 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
                              hint=f"run `probekit extract --backbone {bb.name} --dataset {ds.name} --split {split}`")
     t0 = time.perf_counter()
     store = run_extraction(p, run).store
+    barrier()  # under torchrun each rank extracted its shards: all must be done before anyone reads
     seconds = time.perf_counter() - t0
     reader = CacheReader(store.path)
     return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), seconds, False)

@@ -331,6 +331,9 @@ def evaluate(
         ask = confirm
         confirm = lambda msg: answers.setdefault("ok", bool(ask(msg)))
     out = Results(backbone=bb)
+    from probekit.distributed import is_main
+
+    write = write and is_main()  # data-parallel ranks train alongside; rank 0 alone writes records and probes
     trained: list | None = [] if write and save_probe else None
     for ds in resolved:
         for probe_name, record in evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,

@@ -119,6 +119,7 @@ def _main(argv: list[str] | None) -> int:
         err_console.print("[yellow]interrupted[/]")
         return 130
     args = sys.argv[1:] if argv is None else argv
+    _state["argv"] = list(args)  # what cluster jobs rerun (probekit.launch), less the launch options
     debug = "--debug" in args
     try:
         rc = app(args=args, standalone_mode=False)  # typer.Exit(n) inside a command comes back as n

@@ -47,8 +47,22 @@ def extract_command(
     allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Load NaN/Inf weights and store NaN/Inf tokens (default: refuse both)."),
     verify: bool | None = typer.Option(None, "--verify/--no-verify",
                                        help="Re-hash finished shards first (default: when the store is complete)."),
+    slurm: list[str] | None = typer.Option(None, "--slurm", help="Fan the shards out as a SLURM job array "
+                                           "(submitit): KEY=VALUE items (partition=gpu,time=120,gpus_per_node=1, "
+                                           "folder=LOGS, wait=true); `--slurm local` runs the jobs here."),
+    jobs: int = typer.Option(4, "--jobs", min=1, help="With --slurm: tasks of the job array (task i does shards i, i+N, ...)."),
+    clips_per_shard: int | None = typer.Option(None, "--clips-per-shard", min=1,
+                                               help="Shard size of a new store (default: ~256 MB of tokens)."),
 ) -> None:
     """Extract per-layer tokens once into the content-addressed cache (resumable; rerun to finish)."""
+    if slurm:  # each array task runs this same command with --shard i/N (probekit.launch)
+        from probekit.cli import _state
+        from probekit.launch import launch_extract, parse_slurm, strip_options
+
+        argv = strip_options(_state.get("argv") or [], {"--slurm", "--jobs"})
+        launch_extract(argv, jobs, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
+                                                                                  soft_wrap=True, markup=False))
+        return
     from probekit.backbones import get_backbone
     from probekit.cache import RunOptions, TokenSpec, plan, run_extraction
     from probekit.cache.extraction import dry_run_of
@@ -59,7 +73,7 @@ def extract_command(
     tokens = TokenSpec(layers=layers, dtype=dtype, frontend_style=frontend_style, autocast=autocast)
     run = RunOptions(device=device, workers=workers, batch_size=batch_size, cache_dir=cache_dir, progress=show,
                      on_error=on_error, shard=shard, ignore_disk_space=ignore_disk_space,
-                     allow_nonfinite=allow_nonfinite, verify=verify)
+                     allow_nonfinite=allow_nonfinite, verify=verify, clips_per_shard=clips_per_shard)
     # --on-error skip: a manifest's absent files become failed clips that name the file (fail: refused up front)
     opts = {"keep_missing": True} if on_error == "skip" and dataset.startswith("manifest:") else {}
     ds = get_dataset(dataset, data_root=data_root, **opts)

@@ -192,6 +192,36 @@ def run_table(records, *, title: str = "Result"):
     return t
 
 
+_NODES_OPT = typer.Option(1, "--nodes", min=1, help="Data-parallel training on N nodes (with --gpus; torchrun, or --slurm).")
+_GPUS_OPT = typer.Option(1, "--gpus", min=1, help="Data-parallel ranks per node (GPUs; CPU processes without CUDA).")
+_SLURM_OPT = typer.Option(None, "--slurm", help="Run it as a SLURM job (submitit): KEY=VALUE items (partition=..., "
+                          "time=..., folder=LOGS, wait=true); `--slurm local` runs it here.")
+_RDZV_OPT = typer.Option(None, "--rdzv-endpoint", help="--nodes N without --slurm: HOST:PORT of torchrun's rendezvous "
+                         "(run the command on every node).")
+
+
+def _ranks(nodes: int, gpus: int, slurm, rdzv_endpoint, results_dir, tune: bool, device: str) -> bool | None:
+    """`probe --nodes/--gpus/--slurm`: start the ranks (torchrun or a submitit job) and return None. Otherwise
+    join the torchrun job this process belongs to, if any: True for a rank other than 0, which trains its part
+    and takes every step rank 0 takes (the plan's timed warm-up too) but neither prints nor writes."""
+    from probekit import distributed
+    from probekit.cli import _state
+    from probekit.errors import ConfigError
+    from probekit.launch import launch_probe, parse_slurm, strip_options
+
+    if tune and (nodes * gpus > 1 or distributed.world_size() > 1):  # every rank would run its own trials
+        raise ConfigError("--tune with data-parallel ranks: each rank would run its own trials",
+                          hint="tune first (`probekit tune ... --workers N --slurm ...`), then probe with --set")
+    if not (nodes > 1 or gpus > 1 or slurm):
+        return not distributed.init_from_env(device).is_main
+
+    argv = strip_options(_state.get("argv") or [], {"--nodes", "--gpus", "--slurm", "--rdzv-endpoint"})
+    launch_probe(argv, nodes, gpus, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
+                 soft_wrap=True, markup=False), rdzv_endpoint=rdzv_endpoint,
+                 results_dir=str(results_dir) if results_dir else None)
+    return None
+
+
 @app.command("probe")
 def probe_cmd(
     probe: str = typer.Argument(..., help=f"Probe to train: {', '.join(PROBE_CHOICES)} (or any registered probe)."),
@@ -223,6 +253,10 @@ def probe_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the result table."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " The result record(s), as written to disk."),
     save_probe: bool = typer.Option(True, "--save-probe/--no-save-probe", help="Save the first seed's probe beside the record (for `probekit predict`)."),
+    nodes: int = _NODES_OPT,
+    gpus: int = _GPUS_OPT,
+    slurm: list[str] | None = _SLURM_OPT,
+    rdzv_endpoint: str | None = _RDZV_OPT,
 ) -> None:
     """Train a probe on a backbone's frozen tokens, test it, write a result record and print it.
 
@@ -231,6 +265,10 @@ def probe_cmd(
     `probekit tune` offers every search option). Example:
     probekit probe cgp --backbone bat --dataset as20k --prototypes 10000
     """
+    other_rank = _ranks(nodes, gpus, slurm, rdzv_endpoint, results_dir, tune, device)
+    if other_rank is None:  # data-parallel ranks were started here (torchrun or a submitit job) and are done
+        return
+    progress = progress and not other_rank
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
     from probekit.errors import ConfigError
     from probekit.probes import get_probe_class
@@ -265,9 +303,11 @@ def probe_cmd(
             tune=TuneOptions(trials=trials) if tune else False,
             online=online, confirm=None if dry_run else _confirm(yes), results_dir=results_dir,
             data_root=data_root, dry_run=dry_run, write=not dry_run, save_probe=save_probe,
-            log=None if (quiet or json_out) else
+            log=None if (quiet or json_out) else (lambda line: None) if other_rank else
             (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)),
         )
+    if other_rank:  # rank 0 alone wrote the record and prints it
+        return
     if dry_run:
         console.print("dry run: nothing trained, no record written", highlight=False)
         return

@@ -98,6 +98,12 @@ def _token_probe(cls):
     return cls
 
 
+_WORKERS_OPT = typer.Option(None, "--workers", min=1, help="With --slurm: N worker jobs on one study "
+                            "(--storage postgresql://... across machines), then the seed retrain here.")
+_SLURM_OPT = typer.Option(None, "--slurm", help="Run --workers as SLURM jobs (submitit): KEY=VALUE items "
+                          "(partition=..., time=..., folder=LOGS, wait=true); `--slurm local` runs them here.")
+
+
 @app.command("tune")
 def tune_cmd(
     probe: str | None = typer.Argument(None, help="Probe to tune (probekit probes lists them)."),
@@ -143,8 +149,12 @@ def tune_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Prints the best trial and the test score."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (clips, trials, steps, estimated time, "
                                  "cache size) and exit: no extraction, no study, no record."),
+    workers: int | None = _WORKERS_OPT,
+    slurm: list[str] | None = _SLURM_OPT,
 ) -> None:
     """Tune a probe with Optuna (Sobol start, TPE, successive halving), retrain the best with seeds, test."""
+    if workers is not None or slurm:  # worker jobs through submitit (probekit.launch)
+        return _launch_workers(workers, slurm)
     from probekit.tune.logs import cli_log_handler
 
     to_stdout = json_out is not None and str(json_out) == "-"
@@ -218,6 +228,25 @@ def tune_cmd(
     if url.startswith("sqlite") and not quiet:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
     _write_record(result, bb, dataset, train, test, data_root, results_dir, say=not quiet)
+
+
+def _launch_workers(workers: int | None, slurm: list[str] | None) -> None:
+    """`--workers N --slurm ...`: N tuning workers as jobs on one study (probekit.launch); once they are done
+    (waited for with `--slurm local` or wait=true) this command's own run retrains the best with seeds."""
+    from probekit.cli import _state, main
+    from probekit.launch import launch_tune, parse_slurm, strip_options
+
+    if not slurm:
+        raise ConfigError("--workers starts worker jobs through --slurm", hint="add --slurm local (this machine) "
+                          "or --slurm partition=... ; on one machine, start `probekit tune ... --seeds 0` N times")
+    argv = strip_options(_state.get("argv") or [], {"--slurm", "--workers"})
+    spec = parse_slurm(slurm)
+    say = lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    launch_tune(argv, workers or 1, spec, say)
+    if spec.wait:  # the study holds its trials now: this run starts none, retrains the best and writes the record
+        rc = main(argv)
+        if rc:
+            raise typer.Exit(rc)
 
 
 def _write_json(result, json_out: Path, *, say: bool) -> None:

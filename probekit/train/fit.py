@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probekit import distributed as _distributed
 from probekit._console import Bar
 from probekit._device import resolve_device
 from probekit._io import atomic_write
@@ -349,11 +350,13 @@ class _Evaluator:
 
     def __init__(self, data: TokenData, indices: np.ndarray | None, config: TrainConfig, device: torch.device):
         self.data, self.indices, self.config, self.device = data, indices, config, device
+        self.dp = None  # data-parallel: each rank predicts its part, gathered once (probekit.distributed)
 
     def __call__(self, probe: Probe, state: _FitState) -> float:
         cfg = self.config
-        scores = predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size, device=self.device,
-                         amp=cfg.amp)
+        run_predict = predict if self.dp is None else (lambda *a, **k: self.dp.predict(predict, *a, **k))
+        scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size, device=self.device,
+                             amp=cfg.amp)
         labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
         metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
         value = _selection_value(metrics)
@@ -379,6 +382,7 @@ class _Run:
     total: int
     warmup: int
     per_epoch: int
+    dp: Any = None  # probekit.distributed.DataParallel when this is one rank of several
 
     def epoch_batches(self, epoch: int, start: int) -> Iterator:
         """The batches of `epoch` from batch `start` on (a pure function of seed and epoch: resumable)."""
@@ -394,6 +398,8 @@ class _Run:
         # fetch neighbouring clips together.
         full = (len(order) // bs) * bs
         order[:full] = np.sort(order[:full].reshape(-1, bs), axis=1).reshape(-1)
+        if self.dp is not None:  # data-parallel: this rank's part of each global batch
+            return self.dp.local_batches(self.data, self.probe.request, bs, order[start * bs : stop])
         return iter(self.data.batches(self.probe.request, bs, indices=order[start * bs : stop], shuffle=False,
                                       drop_last=False))
 
@@ -418,6 +424,8 @@ class _Run:
 
     def train_step(self, batch, lr: float, step: int) -> float:
         """One optimiser step on `batch` at learning rate `lr`; the loss."""
+        if self.dp is not None and not self.dp.inside:  # weighs, all-reduces; the global batch's loss
+            return self.dp.train_step(self, batch, lr, step)
         probe, device = self.probe, self.device
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -530,12 +538,19 @@ def fit(
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     t0 = time.perf_counter()
+    dp = _distributed.data_parallel(config.device)  # None unless one of several torchrun ranks
+    progress = progress and (dp is None or dp.is_main)
     run = _setup(probe, data, config, train_idx)
     evaluator = None if val_data is None else _Evaluator(val_data, val_idx, config, run.device)
     state, checkpointer, resumed_from = _FitState(), None, None
     if checkpoint_dir is not None:
         checkpointer = _Checkpointer(checkpoint_dir, _fingerprint(probe, config, train_idx, evaluator is not None))
         resumed_from = checkpointer.resume(probe, run.optimizer, state, run.device)
+    if dp is not None:  # after the resume: every rank read rank 0's checkpoint
+        dp.attach(run, _fingerprint(probe, config, train_idx, evaluator is not None))
+        run.dp = dp
+        if evaluator is not None:
+            evaluator.dp = dp
 
     bar = Bar(probe.name, run.total, completed=state.step, unit="steps", enabled=progress)
     samples_seen, rate_t0 = 0, time.perf_counter()
@@ -557,13 +572,16 @@ def fit(
                     last_val = f" val {entry['val_metric']} {entry['val']:.2f}"
                 info = f"loss {entry['loss']:.4f}{last_val} {rate:,.0f} samples/s"
             bar.update(step, info=info)
-            if checkpointer is not None and (step % config.checkpoint_every == 0 or step == run.total):
+            if checkpointer is not None and (step % config.checkpoint_every == 0 or step == run.total) and (
+                    dp is None or dp.is_main):
                 checkpointer.save(probe, run.optimizer, state, run.device, time.perf_counter() - t0)
             if is_eval and on_eval is not None:
                 on_eval(step, entry["val"])
         bar.update(state.step)
     finally:
         bar.close()
+        if dp is not None:
+            dp.detach(run)
         if config.num_threads:
             torch.set_num_threads(old_threads)
     return _finish(probe, config, state, resumed_from, state.seconds + (time.perf_counter() - t0))
