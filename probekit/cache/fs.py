@@ -49,7 +49,7 @@ from typing import Any, Union
 
 from probekit.errors import CacheError
 
-__all__ = ["Location", "ObjectPath", "PART", "chunk_cache_dir", "create_exclusive", "fetch", "free_bytes",
+__all__ = ["Location", "ObjectPath", "PART", "chunk_cache_dir", "create_exclusive", "evict", "fetch", "free_bytes",
            "is_remote", "is_url", "location", "publish_tree", "read_etag", "redact", "replace_if", "rmtree",
            "tree_bytes", "write_bytes_atomic", "write_json_atomic", "zarr_store"]
 
@@ -57,8 +57,9 @@ PART = 8 * 2**20  # bytes per range request when fetching a shard file
 CLOUD_HINT = "pip install 'probekit[cloud]' (s3fs; gcsfs / adlfs for gs:// / az://)"
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.S)
+_CHAINED = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(::[A-Za-z][A-Za-z0-9+.\-]*)+://", re.S)  # simplecache::s3://
 # a URL that went through pathlib.Path (typer options typed Path): "s3://b/p" became "s3:/b/p"
-_MANGLED = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):/([^/].*)$", re.S)
+_MANGLED = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*(?:::[A-Za-z][A-Za-z0-9+.\-]*)*):/([^/].*)?$", re.S)
 
 
 def redact(url: str) -> str:
@@ -78,13 +79,13 @@ class ObjectPath:
     """A pathlib-like view of an fsspec URL (the parts of pathlib the cache uses)."""
 
     def __init__(self, url: str):
+        if _CHAINED.match(url):
+            raise CacheError(f"chained fsspec URL {redact(url.rsplit('::', 1)[-1])!r} is not supported as a cache dir",
+                             hint="give the plain URL; a local copy of read shards: chunk_cache= or PROBEKIT_CHUNK_CACHE")
         m = _URL.match(url)
         if not m:
             raise CacheError(f"{url!r} is not a URL")
         self.protocol = m.group(1).lower()
-        if "::" in url:
-            raise CacheError(f"chained fsspec URL {redact(url)!r} is not supported as a cache dir",
-                             hint="give the plain URL; a local copy of read shards: chunk_cache= or PROBEKIT_CHUNK_CACHE")
         self.url = url.rstrip("/") if m.group(2).strip("/") else url
 
     # ---- the file system -------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def _filesystem(protocol: str):
 
 
 def is_url(x: Any) -> bool:
-    return isinstance(x, str) and bool(_URL.match(x))
+    return isinstance(x, str) and bool(_URL.match(x) or _CHAINED.match(x))
 
 
 def location(x: "str | os.PathLike | ObjectPath") -> Location:
@@ -262,25 +263,18 @@ def location(x: "str | os.PathLike | ObjectPath") -> Location:
     if isinstance(x, ObjectPath):
         return x
     s = os.fspath(x)
+    if isinstance(x, Path) and not x.is_absolute():
+        m2 = _MANGLED.match(s)  # "s3://b/p" that went through pathlib.Path (CLI options typed Path)
+        if m2:
+            s = f"{m2.group(1)}://{m2.group(2) or ''}"
+    if _CHAINED.match(s):
+        return ObjectPath(s)  # (refused there, with a named error)
     m = _URL.match(s)
-    if m is None and isinstance(x, Path) and not x.is_absolute():
-        m2 = _MANGLED.match(s)  # "s3://b/p" typed as a Path on the command line
-        if m2 and m2.group(1).lower() in _known_protocols():
-            m, s = _URL.match(f"{m2.group(1)}://{m2.group(2)}"), f"{m2.group(1)}://{m2.group(2)}"
     if m is None:
         return Path(s).expanduser()
     if m.group(1).lower() in ("file", "local"):
         return Path(m.group(2)).expanduser()
     return ObjectPath(s)
-
-
-def _known_protocols() -> set[str]:
-    try:
-        from fsspec.registry import known_implementations
-
-        return set(known_implementations) - {"file", "local"}
-    except ImportError:
-        return {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "http", "https"}
 
 
 def is_remote(loc: Any) -> bool:
@@ -419,8 +413,7 @@ def fetch(loc: ObjectPath, cache: Path | None = None):
     except FileNotFoundError:
         return None, None
     if cache is not None:
-        ident = hashlib.sha256(f"{loc.url}\0{st.etag}\0{st.st_size}".encode()).hexdigest()[:40]
-        local = Path(cache) / ident[:2] / f"{ident}.bin"
+        local = _cache_file(loc, st, cache)
         if not (local.is_file() and local.stat().st_size == st.st_size):
             local.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".tmp", dir=local.parent)
@@ -440,6 +433,19 @@ def fetch(loc: ObjectPath, cache: Path | None = None):
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), st
     parts = _ranges(loc, st.st_size)
     return (parts[0] if len(parts) == 1 else b"".join(parts)), st
+
+
+def _cache_file(loc: ObjectPath, st, cache: Path) -> Path:
+    ident = hashlib.sha256(f"{loc.url}\0{st.etag}\0{st.st_size}".encode()).hexdigest()[:40]
+    return Path(cache) / ident[:2] / f"{ident}.bin"
+
+
+def evict(loc: ObjectPath, cache: Path) -> None:
+    """Drop the chunk cache's copy of the current version of `loc` (it failed its check)."""
+    try:
+        _cache_file(loc, loc.stat(), cache).unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
 
 
 def _ranges(loc: ObjectPath, size: int) -> list[bytes]:

@@ -43,7 +43,7 @@ class DamagedShardError(CacheError):
     """A finished shard whose file is missing, truncated, or does not match its completion record."""
 
     def __init__(self, store: Path, array: str, shard: int, rows: tuple[int, int] | None, why: str):
-        self.store, self.array, self.shard, self.why = Path(store), array, int(shard), why
+        self.store, self.array, self.shard, self.why = fs.location(store), array, int(shard), why
         where = f" (clips {rows[0]}-{rows[1]})" if rows else ""
         self.short = f"shard {shard} of {array}{where}: {why}"
         super().__init__(f"{store}: {self.short}", hint=REPAIR_HINT)
@@ -241,15 +241,28 @@ class ShardReader:
 
     def check(self, j: int, *, full: bool = True) -> None:
         """Check shard j against its completion record (raises DamagedShardError)."""
-        if self.fast:
+        if self.fast and (full or not self.remote):  # (remote size checks: one HEAD, not the whole object)
+            self._map_checked(j, full=full)
+            return
+        try:
+            st = self.shard_path(j).stat() if self.root is not None else None
+        except FileNotFoundError:
+            st = None
+        self._check(j, (None, None, st), full=full)
+
+    def _map_checked(self, j: int, *, full: bool = True):
+        """`_map(j)`, checked against shard j's completion record."""
+        entry = self._map(j)
+        try:
+            self._check(j, entry, full=full)
+        except DamagedShardError:
+            if not (self.remote and self.chunk_cache is not None):
+                raise
+            # the local copy may be what is damaged, not the store: drop it and check the object itself
+            fs.evict(self.shard_path(j), self.chunk_cache)
             entry = self._map(j)
-        else:
-            try:
-                st = self.shard_path(j).stat() if self.root is not None else None
-            except FileNotFoundError:
-                st = None
-            entry = (None, None, st)
-        self._check(j, entry, full=full)
+            self._check(j, entry, full=full)
+        return entry
 
     def check_rows(self, rows) -> None:
         """Check every shard that `rows` touch (the zarr fallback path reads without `_shard`)."""
@@ -271,9 +284,7 @@ class ShardReader:
             hit = self._open.get(j)
             if hit is not None:
                 return hit
-            mat, index, st = self._map(j)
-            if self._expected is not None:
-                self._check(j, (mat, index, st))
+            mat, index, _ = self._map_checked(j) if self._expected is not None else self._map(j)
             entry = (mat, index)  # (None, None): shard never written, all fill value
             with self._lock:
                 self._open[j] = entry

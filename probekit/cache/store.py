@@ -178,7 +178,14 @@ class TokenStore:
         with tempfile.TemporaryDirectory(prefix="probekit-store-") as d:
             tmp = Path(d) / path.name
             cls._build(tmp, key, *build_args)
-            fs.publish_tree(tmp, path, last="zarr.json")
+            try:
+                fs.publish_tree(tmp, path, last="zarr.json")
+            except OSError as e:  # no such bucket, access denied, endpoint down: one line, no credentials
+                raise CacheError(
+                    f"cannot write to {path} ({type(e).__name__}: {e})",
+                    hint="check that the bucket exists and that the credentials of the standard environment "
+                    "and config files (AWS_* variables, ~/.aws, fsspec config) may write to it",
+                ) from e
         return cls._open_created(path, key)
 
     @classmethod
