@@ -64,7 +64,7 @@ def _extract_child(subset, cache: str, hold: str | None = None, shard=(0, 1)) ->
 def _batches(reader):
     from probekit.tokens import TokenRequest
 
-    return [(b.patch, b.cls, b.labels) for b in reader.batches(TokenRequest(), 5, shuffle=True, seed=3)]
+    return [(b.patch, b.cls, b.labels) for b in reader.batches(TokenRequest(layers="all"), 5, shuffle=True, seed=3)]
 
 
 def test_kill_mid_shard_resume_verify_read_probe(moto_s3, subset, local_ref, tmp_path):
