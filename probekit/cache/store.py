@@ -79,6 +79,7 @@ class TokenStore:
         self.path = fs.location(path)  # a local Path as before, or an fsspec URL (probekit.cache.fs)
         self.chunk_cache = fs.chunk_cache_dir(chunk_cache) if fs.is_remote(self.path) else None
         self._guard = None  # set while this process holds the extraction lock (lease checks)
+        self._read_records: dict[int, dict] = {}  # records read by this store's shard readers (`shard_reader`)
         if not (self.path / "zarr.json").is_file():
             raise CacheError(f"no token store at {self.path}", hint="run `probekit extract` or `probekit cache ls`")
         try:
@@ -384,7 +385,15 @@ class TokenStore:
 
     def shard_reader(self, name: str, **kw) -> ShardReader:
         """A ShardReader of array `name` that checks each shard against its completion record."""
-        return self._reader(name, expected=lambda j: self.expected_shard(name, j), **kw)
+        return self._reader(name, expected=lambda j: self.expected_shard(name, j, self._reader_record(j)), **kw)
+
+    def _reader_record(self, j: int) -> dict:
+        # the readers of one store (patch, cls, scales) share each shard's record: one read (one GET on
+        # an object store), not one per array
+        rec = self._read_records.get(j)
+        if rec is None:
+            rec = self._read_records[j] = self.done_record(j)
+        return rec
 
     def _reader(self, name: str, **kw) -> ShardReader:
         return ShardReader(self.group[name], location=self.path / name, chunk_cache=self.chunk_cache, **kw)

@@ -206,3 +206,17 @@ def test_no_credentials_in_records_keys_or_messages(moto_s3, fsdd_root, tmp_path
     loc = pfs.location(f"s3://pk-test-key:{SECRET}@probekit-test/creds?X-Amz-Signature={SECRET}")
     assert SECRET not in str(loc) and SECRET not in repr(loc) and str(loc) == "s3://probekit-test/creds"
     assert SECRET not in str(loc / "x.zarr" / "zarr.json")
+
+
+def test_result_records_on_s3(moto_s3):
+    from probekit.results.records import BackboneRef, SeedRun, load_records, make_record, read_record, write_record
+
+    rec = make_record(backbone=BackboneRef(name="bat", checkpoint_sha256="ab" * 32), dataset="fsdd", split="test",
+                      probe="linear", protocol="default", metric="accuracy",
+                      seeds=[SeedRun(seed=0, metrics={"accuracy": 90.0})], class_names=["zero", "one"],
+                      cache_key="deadbeef")
+    path = write_record(rec, "s3://probekit-test/results")
+    assert str(path).startswith("s3://probekit-test/results/bat--") and str(path).endswith(".json")
+    (back,) = load_records("s3://probekit-test/results")
+    assert back.to_json() == rec.to_json() == read_record(str(path)).to_json()
+    assert SECRET not in rec.to_json()
