@@ -50,7 +50,7 @@ from typing import Any, Union
 from probekit.errors import CacheError
 
 __all__ = ["Location", "ObjectPath", "PART", "chunk_cache_dir", "create_exclusive", "evict", "fetch", "free_bytes",
-           "is_remote", "is_url", "location", "publish_tree", "read_etag", "redact", "replace_if", "rmtree",
+           "is_remote", "is_url", "location", "publish_tree", "read_etag", "redact", "replace_if", "rmtree", "store_exists",
            "tree_bytes", "write_bytes_atomic", "write_json_atomic", "zarr_store"]
 
 PART = 8 * 2**20  # bytes per range request when fetching a shard file
@@ -279,6 +279,13 @@ def location(x: "str | os.PathLike | ObjectPath") -> Location:
 
 def is_remote(loc: Any) -> bool:
     return isinstance(loc, ObjectPath)
+
+
+def store_exists(loc: Location) -> bool:
+    """Whether a store was created at `loc`. Local: the folder exists (creation renames a whole folder into
+    place). Object stores: its root zarr.json exists (created last, `publish_tree`); objects of a creation
+    killed before that are overwritten by the next one."""
+    return (loc / "zarr.json").exists() if is_remote(loc) else loc.exists()
 
 
 # ---- writes --------------------------------------------------------------------------------------------

@@ -319,7 +319,8 @@ class TokenStore:
                 failed += rec["failed"]
             try:
                 fresh.group["valid_rows"][:] = valid
-                for p in self.path.rglob("*.partial"):  # zarr's temporaries from writes a crash cut short
+                # zarr's temporaries from writes a crash cut short (local only: object stores have single PUTs)
+                for p in () if fs.is_remote(self.path) else self.path.rglob("*.partial"):
                     p.unlink(missing_ok=True)
                 # completion records killed between write and rename (every record exists now: none is live)
                 for p in (self.path / META / "done").glob(".*.tmp"):

@@ -82,7 +82,7 @@ def test_kill_mid_shard_resume_verify_read_probe(moto_s3, subset, local_ref, tmp
     t0 = time.time()
     while not fs.exists(shard1):  # shard 1's tokens are written; its record waits
         assert proc.is_alive() and time.time() - t0 < 120
-        time.sleep(0.02)
+        time.sleep(0.2)  # (each look is a request the in-process server answers: not too often)
         fs.invalidate_cache()
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
@@ -208,15 +208,27 @@ def test_no_credentials_in_records_keys_or_messages(moto_s3, fsdd_root, tmp_path
     assert SECRET not in str(loc / "x.zarr" / "zarr.json")
 
 
-def test_result_records_on_s3(moto_s3):
-    from probekit.results.records import BackboneRef, SeedRun, load_records, make_record, read_record, write_record
+def test_probe_cli_with_cache_and_results_on_s3(moto_s3, fsdd_root, tmp_path, capsys):
+    """`probekit probe --cache-dir s3://... --results-dir s3://...`: extract, train, record and probe file on S3."""
+    from probekit.cli import main
+    from probekit.results.records import load_records
 
-    rec = make_record(backbone=BackboneRef(name="bat", checkpoint_sha256="ab" * 32), dataset="fsdd", split="test",
-                      probe="linear", protocol="default", metric="accuracy",
-                      seeds=[SeedRun(seed=0, metrics={"accuracy": 90.0})], class_names=["zero", "one"],
-                      cache_key="deadbeef")
-    path = write_record(rec, "s3://probekit-test/results")
-    assert str(path).startswith("s3://probekit-test/results/bat--") and str(path).endswith(".json")
-    (back,) = load_records("s3://probekit-test/results")
-    assert back.to_json() == rec.to_json() == read_record(str(path)).to_json()
-    assert SECRET not in rec.to_json()
+    fs, endpoint = moto_s3
+    wavs = sorted((fsdd_root / "recordings").glob("*.wav"))
+    take = lambda w: int(w.stem.split("_")[2])  # noqa: E731
+    rows = [(w, "train") for w in [w for w in wavs if take(w) >= 5][::150][:8]]
+    rows += [(w, "test") for w in [w for w in wavs if take(w) < 5][::150][:4]]
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,labels,split\n" + "".join(f"{w},d{w.name[0]},{sp}\n" for w, sp in rows))
+    capsys.readouterr()
+    rc = main(["probe", "linear", "--backbone", "bat-tiny", "--dataset", f"manifest:{csv}", "--device", "cpu",
+               "--cache-dir", "s3://probekit-test/pc", "--results-dir", "s3://probekit-test/pr", "--yes",
+               "--no-progress", "--batch-size", "4", "--set", "steps=4", "--set", "batch_size=4"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "record: s3://probekit-test/pr/bat-tiny--" in out.out
+    objs = fs.find("probekit-test/pr")
+    assert [o.rsplit("/", 1)[1] for o in objs] == ["linear--default.json", "linear--default.probe.safetensors"]
+    (rec,) = load_records("s3://probekit-test/pr")
+    assert rec.probe == "linear" and len(fs.find("probekit-test/pc")) > 0
+    assert SECRET not in rec.to_json() and endpoint not in rec.to_json() and SECRET not in out.out + out.err

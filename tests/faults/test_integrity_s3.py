@@ -8,6 +8,7 @@ folder `s3:/b/p`) and passes now:
 * a completion record deleted from a complete store: found, and the shard redone;
 * a chunk-cache copy altered on the local disk: the reader drops it and reads the object again
   (the store is not blamed, the tokens are right);
+* objects of a store creation killed before its root zarr.json: the next run creates the store;
 * a missing bucket, a chained `simplecache::` URL, an unknown protocol, a non-numeric
   PROBEKIT_LEASE_TTL: one line naming the value and what to do (CLI exit 2);
 * a lease object holding garbage: stale once its ttl passed, then taken over.
@@ -138,3 +139,16 @@ def test_bad_lease_ttl_and_garbage_lease(moto_s3, monkeypatch):
     with ExtractionLock(store, (0, 1)):
         assert Lease(obj).live_holder()["pid"] == os.getpid()
     assert not obj.exists()
+
+
+def test_creation_killed_before_its_root_object(moto_s3, data, local):
+    """Objects of a creation killed mid-upload (no root zarr.json yet) do not block the next run."""
+    from probekit.cache import TokenStore
+
+    fs, _ = moto_s3
+    key = f"probekit-test/orphan/{local.name}"
+    fs.pipe_file(f"{key}/patch/zarr.json", (local / "patch" / "zarr.json").read_bytes())
+    fs.pipe_file(f"{key}/labels/c/0", b"half")
+    st = _extract(data, "s3://probekit-test/orphan")
+    assert TokenStore(st.path).verify() == []
+    assert_same(fs, str(st.path), local)
