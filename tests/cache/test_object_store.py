@@ -202,6 +202,13 @@ def test_no_credentials_in_records_keys_or_messages(moto_s3, fsdd_root, tmp_path
     every = b"".join(fs.cat_file(k) for k in fs.find("probekit-test/creds"))
     for secret in (SECRET, endpoint, "pk-test-key"):
         assert secret not in printed and secret.encode() not in every, secret
+    # cache du and rm on the bucket: the store goes, with its lease-free prefix
+    (name,) = [k.split("/")[2] for k in fs.find(cache.split("://")[1]) if k.endswith(".zarr/zarr.json")]
+    capsys.readouterr()
+    assert main(["cache", "du", "--cache-dir", cache]) == 0
+    assert main(["cache", "rm", name[:30], "--cache-dir", cache, "--yes"]) == 0
+    printed += capsys.readouterr().out
+    assert fs.find(cache.split("://")[1]) == []
     # a URL carrying credentials is never printed with them
     loc = pfs.location(f"s3://pk-test-key:{SECRET}@probekit-test/creds?X-Amz-Signature={SECRET}")
     assert SECRET not in str(loc) and SECRET not in repr(loc) and str(loc) == "s3://probekit-test/creds"

@@ -97,7 +97,8 @@ def test_altered_chunk_cache_copy_is_refetched(moto_s3, data, local, tmp_path):
     want = [b.patch for b in CacheReader(local, preload=False).batches(TokenRequest(), 8)]
     assert all(torch.equal(a, b.patch) for a, b in
                zip(want, CacheReader(st.path, preload=False, chunk_cache=cc).batches(TokenRequest(), 8)))
-    copies = sorted(cc.rglob("*.bin"), key=lambda p: p.stat().st_size)
+    copies = sorted(cc.rglob("*.bin"))
+    orig = {c: c.read_bytes() for c in copies}
     for c in copies:  # every cached copy altered in place
         b = bytearray(c.read_bytes())
         b[10] ^= 0xFF
@@ -107,7 +108,7 @@ def test_altered_chunk_cache_copy_is_refetched(moto_s3, data, local, tmp_path):
     shards._VERIFIED.clear()  # a new process
     got = [b.patch for b in CacheReader(st.path, preload=False, chunk_cache=cc).batches(TokenRequest(), 8)]
     assert all(torch.equal(a, b) for a, b in zip(want, got))
-    assert all(c.read_bytes()[10] != bytearray(c.read_bytes())[10] ^ 0xFF for c in cc.rglob("*.bin"))
+    assert sorted(cc.rglob("*.bin")) == copies and all(c.read_bytes() == orig[c] for c in copies)  # fetched again
 
 
 @pytest.mark.parametrize("cache,words", [
