@@ -15,7 +15,11 @@ Layout of `<cache_dir>/<backbone>__<dataset>__<split>__<dtype>__<digest>.zarr`:
     .probekit/lock-*     exclusive extraction locks (filelock; released by the OS if the process dies)
     .probekit/finalize.lock   serialises finalisation of a complete store
 
-While a store is being created, `<store>.zarr.create.lock` beside it serialises the creators; the creator
+`<cache_dir>` may also be an fsspec URL (s3://bucket/prefix, gs://, az://): the same objects, written and
+read through `probekit.cache.fs` (creation by a conditional create of the root zarr.json, locks as lease
+objects; what that guarantees is in probekit.cache.fs and probekit.cache.lock).
+
+While a local store is being created, `<store>.zarr.create.lock` beside it serialises the creators; the creator
 removes it once the store exists (see `TokenStore.create_or_open`), so finished stores leave nothing beside them.
 
 Why this shape (figures from benchmarks/cache_size.py and cache_io.py): one shard file per S clips keeps
