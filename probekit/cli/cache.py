@@ -202,7 +202,7 @@ def ls_command(
 ) -> None:
     """List stores with their provenance and size (never cut: a narrow terminal gets several tables)."""
     from probekit.cache.disk import fmt_bytes
-    from probekit.cache.keys import default_cache_dir
+    from probekit.cache.keys import cache_root
 
     stores, others = _scan(cache_dir)
     if json_out:
@@ -211,8 +211,6 @@ def ls_command(
         rows = [st.summary() for st in stores] + [{"path": str(p), "error": why} for p, why, _ in others]
         console.print(json.dumps(rows, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
         return
-    from probekit.cache.keys import cache_root
-
     t = Table(title=f"token stores in {cache_root(cache_dir)}", caption="`probekit cache rm STORE` takes the store column")
     for col in ("store", "backbone", "weights", "dataset/split", "clips", "layers", "grid x dim", "dtype",
                 "state", "failed", "size", "created"):
@@ -236,8 +234,6 @@ def du_command(
 ) -> None:
     """Disk use per backbone and dataset, and the free space left."""
     from probekit.cache.disk import fmt_bytes, free_bytes
-    from probekit.cache.keys import default_cache_dir
-
     from probekit.cache.keys import cache_root
 
     root = cache_root(cache_dir)  # a folder or an fsspec URL
