@@ -136,13 +136,13 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     try:
         reader = open_cache(p)
         barrier()  # under torchrun: one barrier per split on every rank, whichever way it got the tokens
-        return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
+        return Prepared(reader, bb, ds, split, key_digest(reader.store.key), reader.path, 0.0, True)
     except CacheError as missing:
         reason = str(missing)
     if dry_run:
         from probekit.cache.extraction import dry_run_of
 
-        return Prepared(None, bb, ds, split, key_digest(p.key), Path(p.path), 0.0, False, planned=dry_run_of(p, run))
+        return Prepared(None, bb, ds, split, key_digest(p.key), p.path, 0.0, False, planned=dry_run_of(p, run))
     if confirm is not None:
         msg = (f"No finished token cache of {bb.name} on {ds.name}/{split} ({len(p.clips)} clips). "
                "Extract it now?")
@@ -154,7 +154,7 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     barrier()  # under torchrun each rank extracted its shards: all must be done before anyone reads
     seconds = time.perf_counter() - t0
     reader = CacheReader(store.path)
-    return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), seconds, False)
+    return Prepared(reader, bb, ds, split, key_digest(reader.store.key), reader.path, seconds, False)
 
 
 # ---- runs ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def user_cache_root() -> Path:
 def token_cache_dir() -> Path:
     """`$PROBEKIT_CACHE`, else the platform's user cache dir (e.g. ~/.cache/probekit/tokens)."""
     env = os.environ.get("PROBEKIT_CACHE")
-    if env:
+    if env and "://" not in env:  # a URL (s3://...) is read by probekit.cache.keys; local indexes stay local
         return Path(env).expanduser()
     import platformdirs
 

@@ -343,8 +343,12 @@ def evaluate(
             if write:
                 from probekit.predict import store_probe
 
+                from probekit.predict import probe_path_for
+                from probekit.results.store import beside_record
+
                 out.paths.append(write_record(record, results_dir))
-                store_probe(out.paths[-1], trained.pop() if trained else None)
+                with beside_record(out.paths[-1], [probe_path_for(out.paths[-1].name).name]) as rec_path:
+                    store_probe(rec_path, trained.pop() if trained else None)  # (records on object stores too)
     return out
 
 

@@ -33,7 +33,9 @@ PROBE_SUFFIX = ".probe.safetensors"
 
 def probe_path_for(record_path: str | os.PathLike) -> Path:
     """`dir/linear--fsdd.json` -> `dir/linear--fsdd.probe.safetensors`."""
-    p = Path(record_path)
+    from probekit.results.store import record_location
+
+    p = record_location(record_path)  # a local path, or a record's fsspec URL
     return p.with_name(p.stem + PROBE_SUFFIX)
 
 

@@ -2,11 +2,12 @@
 
 Modules, one job each (none calls back into a module that imports it):
     spec        TokenSpec (what changes the stored bytes) and RunOptions (how to run)
+    fs          where a store lives: a local folder or an fsspec URL (s3://, gs://, ...); the storage seam
     keys        content key, digest, store path
     codec       storage dtypes, int8 quantisation, encode for storage / decode to float
     layout      StoreLayout: shapes and shards of a store
     disk        free space, sizes, disk-full errors
-    lock        ExtractionLock
+    lock        ExtractionLock (file locks; lease objects on object stores)
     shards      ShardReader: chunk reads straight from Zarr v3 shard files
     store       TokenStore: creation, shard commits, completion records, verification
     pipeline    decode + frontend in DataLoader workers, clip labels and folds

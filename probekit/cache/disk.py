@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import errno
-import os
-import shutil
+import math
 from pathlib import Path
 
 from probekit.errors import CacheError
@@ -32,14 +31,16 @@ def disk_full_error(path: Path, exc: BaseException) -> CacheError:
     )
 
 
-def free_bytes(path: Path) -> int:
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
+def free_bytes(path: Path) -> float:
+    """Free bytes of the disk holding `path` (object stores: math.inf, see probekit.cache.fs)."""
+    from probekit.cache import fs
+
+    return fs.free_bytes(fs.location(path))
 
 
 def fmt_bytes(n: float) -> str:
+    if n == math.inf:
+        return "unlimited"
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -48,12 +49,6 @@ def fmt_bytes(n: float) -> str:
 
 
 def dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
+    from probekit.cache import fs
 
+    return fs.tree_bytes(fs.location(path))

@@ -27,6 +27,7 @@ import torch
 
 from probekit._console import Bar
 
+from probekit.cache import fs
 from probekit.cache.codec import encode_for_storage, storage_dtype
 from probekit.cache.disk import disk_full_error, fmt_bytes, free_bytes, is_disk_full
 from probekit.cache.keys import key_differences
@@ -206,11 +207,11 @@ def dry_run_of(p: Plan, run: RunOptions) -> DryRun:
 def run_extraction(p: Plan, run: RunOptions, *, force: bool = False) -> Extraction:
     """Reuse, resume or create the store of plan `p` (see `extract`)."""
     si, sn = run.shard_of()
-    if force and p.path.exists():
+    if force and fs.store_exists(p.path):
         remove_store(p.path)
     full_check = bool(run.verify)
     redo: dict[int, str] = {}
-    if p.path.exists():
+    if fs.store_exists(p.path):
         existing = TokenStore(p.path)
         if existing.key != p.key:  # copied or renamed by hand: never reuse or resume it as these inputs' tokens
             raise CacheError(
@@ -231,7 +232,7 @@ def run_extraction(p: Plan, run: RunOptions, *, force: bool = False) -> Extracti
     bs = layout.batch_size
 
     # disk space: what is left to write must fit
-    done_before = TokenStore(p.path).done_shards() - set(redo) if p.path.exists() else set()
+    done_before = TokenStore(p.path).done_shards() - set(redo) if fs.store_exists(p.path) else set()
     mine = [j for j in range(layout.num_shards) if j % sn == si]
     pending = [j for j in mine if j not in done_before]
     todo_clips = sum(layout.shard_rows(j)[1] - layout.shard_rows(j)[0] for j in pending)

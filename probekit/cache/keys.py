@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from probekit.cache import fs
 from probekit.cache.codec import DTYPES
 from probekit._paths import token_cache_dir
 from probekit.errors import CacheError
@@ -27,13 +28,16 @@ FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """`$PROBEKIT_CACHE`, else the platform's user cache dir (see probekit._paths)."""
+    """`$PROBEKIT_CACHE` (a folder or an fsspec URL), else the platform's user cache dir (see probekit._paths)."""
+    env = os.environ.get("PROBEKIT_CACHE")
+    if env and fs.is_url(env):
+        return fs.location(env)
     return token_cache_dir()
 
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    """The folder holding the stores: `cache_dir`, or the default one."""
-    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    """The folder holding the stores: `cache_dir` (a folder or an fsspec URL: s3://bucket/prefix), or the default."""
+    return fs.location(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
 def canonical(obj: Any) -> Any:

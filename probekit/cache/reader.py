@@ -77,7 +77,8 @@ class CacheReader:
 
     def __init__(self, path: "str | os.PathLike | TokenStore", *, preload: bool | str = "auto", threads: int = 4,
                  prefetch: int = 4, include_failed: bool = False, layers: Sequence[int] | None = None,
-                 shuffle_order: str = "global", shard_window: int = 2):
+                 shuffle_order: str = "global", shard_window: int = 2,
+                 chunk_cache: str | os.PathLike | None = None):
         if shuffle_order not in SHUFFLE_ORDERS:
             raise CacheError(f"shuffle_order {shuffle_order!r} is not one of {', '.join(SHUFFLE_ORDERS)}",
                              hint="use 'global' (the default, same batches as in-memory tokens) or 'shard'")
@@ -85,7 +86,9 @@ class CacheReader:
             raise CacheError(f"shard_window {shard_window!r} must be at least 1", hint="e.g. shard_window=2")
         self.shuffle_order, self.shard_window = shuffle_order, int(shard_window)
         # a TokenStore already opened by the caller (open_cache read its key) is reused, not reopened
-        self.store = path if isinstance(path, TokenStore) else TokenStore(path)
+        # chunk_cache: stores on an object store keep fetched shard files in this local folder
+        # (default $PROBEKIT_CHUNK_CACHE; none: in memory), see probekit.cache.fs
+        self.store = path if isinstance(path, TokenStore) else TokenStore(path, chunk_cache=chunk_cache)
         if not self.store.complete:
             raise CacheError(
                 f"{self.store.path} is not complete ({self.store.summary()['done']} shards done)",
@@ -350,7 +353,7 @@ def _open_planned(p: Plan, path, kw: dict) -> CacheReader:
         stored = store.key
         if stored != p.key and _superset(stored, p.key):
             return CacheReader(store, layers=p.key["layers"], **kw)
-        _check_expected(Path(path), stored, p.key)
+        _check_expected(store.path, stored, p.key)
         return CacheReader(store, **kw)
     if (p.path / "zarr.json").exists():
         # found by name; the name is only a digest, so a store copied or renamed by hand is checked by content

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from probekit.cache import fs
 from probekit.errors import CacheError
 
 __all__ = ["REPAIR_HINT", "DamagedShardError", "ShardReader"]
@@ -33,13 +34,16 @@ _VERIFIED: set[tuple] = set()
 _VERIFIED_LOCK = threading.Lock()
 _ZEROS_SHA: dict[int, str] = {}
 _HASH_BLOCK = 32 * 2**20  # bytes gathered and hashed at a time
+# shards of a store on an object store, read without a local chunk cache, are held in memory: at most
+# this many bytes of them per reader (least recently used go first)
+REMOTE_RAM = 1 << 30
 
 
 class DamagedShardError(CacheError):
     """A finished shard whose file is missing, truncated, or does not match its completion record."""
 
     def __init__(self, store: Path, array: str, shard: int, rows: tuple[int, int] | None, why: str):
-        self.store, self.array, self.shard, self.why = Path(store), array, int(shard), why
+        self.store, self.array, self.shard, self.why = fs.location(store), array, int(shard), why
         where = f" (clips {rows[0]}-{rows[1]})" if rows else ""
         self.short = f"shard {shard} of {array}{where}: {why}"
         super().__init__(f"{store}: {self.short}", hint=REPAIR_HINT)
@@ -72,7 +76,7 @@ class ShardReader:
     tokens. The checksum covers the shard's logical bytes (rows start..stop in C order, as written).
     """
 
-    def __init__(self, array, *, max_open: int = 256, expected=None):
+    def __init__(self, array, *, max_open: int = 256, expected=None, location=None, chunk_cache=None):
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
@@ -95,8 +99,14 @@ class ShardReader:
             self.index_crc = [c["name"] for c in idx] == ["bytes", "crc32c"]
         # rows per stored file (a shard, or a plain chunk for unsharded arrays)
         self.rows_per_file = int(meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [1])[0])
-        root = getattr(array.store_path.store, "root", None)
-        self.root = Path(str(root)) / array.store_path.path if root is not None else None
+        # where the array's files are: a local folder (mapped), or an fsspec URL (fetched; probekit.cache.fs)
+        if location is not None:
+            self.root = fs.location(location)
+        else:
+            root = getattr(array.store_path.store, "root", None)
+            self.root = Path(str(root)) / array.store_path.path if root is not None else None
+        self.remote = fs.is_remote(self.root)
+        self.chunk_cache = chunk_cache if self.remote else None
         enc = meta.get("chunk_key_encoding", {})
         self._sep = enc.get("configuration", {}).get("separator", "/" if enc.get("name", "default") == "default" else ".")
         self._prefix = "c" if enc.get("name", "default") == "default" else ""
@@ -112,6 +122,9 @@ class ShardReader:
             self._per_row = int(np.prod(per[1:]))
             self._nchunks = int(np.prod(per))
             self._chunk_items = int(np.prod(self.chunk_shape))
+            if self.remote and self.chunk_cache is None:  # shards held in memory: bound their bytes
+                shard_bytes = int(np.prod(self.shard_shape)) * self.dtype.itemsize
+                self._max_open = max(2, min(max_open, REMOTE_RAM // max(1, shard_bytes)))
 
     @property
     def name(self) -> str:
@@ -147,16 +160,23 @@ class ShardReader:
     def _map(self, j: int):
         """(mat, index, stat) of shard j's file; (None, None, None) when it does not exist."""
         path = self.shard_path(j)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed right below, the mmap outlives it
-        except FileNotFoundError:
-            return None, None, None
-        with f:
-            st = os.fstat(f.fileno())
-            tail = 16 * self._nchunks + (4 if self.index_crc else 0)
-            if st.st_size < tail:  # a 0-byte or cut file: no room for its index
+        tail = 16 * self._nchunks + (4 if self.index_crc else 0)
+        if self.remote:  # the whole object, by parallel range requests (or from the local chunk cache)
+            mm, st = fs.fetch(path, self.chunk_cache)
+            if mm is None:
+                return None, None, None
+            if st.st_size < tail:
                 raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, too short for its index (truncated)")
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed right below, the mmap outlives it
+            except FileNotFoundError:
+                return None, None, None
+            with f:
+                st = os.fstat(f.fileno())
+                if st.st_size < tail:  # a 0-byte or cut file: no room for its index
+                    raise self._damaged(j, f"file {self._rel(j)} is {st.st_size} bytes, too short for its index (truncated)")
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         n = self._nchunks
         index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=len(mm) - tail).reshape(n, 2)
         # uncompressed chunks all have one size and are packed from offset 0, so the data part is a
@@ -221,15 +241,28 @@ class ShardReader:
 
     def check(self, j: int, *, full: bool = True) -> None:
         """Check shard j against its completion record (raises DamagedShardError)."""
-        if self.fast:
+        if self.fast and (full or not self.remote):  # (remote size checks: one HEAD, not the whole object)
+            self._map_checked(j, full=full)
+            return
+        try:
+            st = self.shard_path(j).stat() if self.root is not None else None
+        except FileNotFoundError:
+            st = None
+        self._check(j, (None, None, st), full=full)
+
+    def _map_checked(self, j: int, *, full: bool = True):
+        """`_map(j)`, checked against shard j's completion record."""
+        entry = self._map(j)
+        try:
+            self._check(j, entry, full=full)
+        except DamagedShardError:
+            if not (self.remote and self.chunk_cache is not None):
+                raise
+            # the local copy may be what is damaged, not the store: drop it and check the object itself
+            fs.evict(self.shard_path(j), self.chunk_cache)
             entry = self._map(j)
-        else:
-            try:
-                st = os.stat(self.shard_path(j)) if self.root is not None else None
-            except FileNotFoundError:
-                st = None
-            entry = (None, None, st)
-        self._check(j, entry, full=full)
+            self._check(j, entry, full=full)
+        return entry
 
     def check_rows(self, rows) -> None:
         """Check every shard that `rows` touch (the zarr fallback path reads without `_shard`)."""
@@ -251,9 +284,7 @@ class ShardReader:
             hit = self._open.get(j)
             if hit is not None:
                 return hit
-            mat, index, st = self._map(j)
-            if self._expected is not None:
-                self._check(j, (mat, index, st))
+            mat, index, _ = self._map_checked(j) if self._expected is not None else self._map(j)
             entry = (mat, index)  # (None, None): shard never written, all fill value
             with self._lock:
                 self._open[j] = entry

@@ -15,7 +15,11 @@ Layout of `<cache_dir>/<backbone>__<dataset>__<split>__<dtype>__<digest>.zarr`:
     .probekit/lock-*     exclusive extraction locks (filelock; released by the OS if the process dies)
     .probekit/finalize.lock   serialises finalisation of a complete store
 
-While a store is being created, `<store>.zarr.create.lock` beside it serialises the creators; the creator
+`<cache_dir>` may also be an fsspec URL (s3://bucket/prefix, gs://, az://): the same objects, written and
+read through `probekit.cache.fs` (creation by a conditional create of the root zarr.json, locks as lease
+objects; what that guarantees is in probekit.cache.fs and probekit.cache.lock).
+
+While a local store is being created, `<store>.zarr.create.lock` beside it serialises the creators; the creator
 removes it once the store exists (see `TokenStore.create_or_open`), so finished stores leave nothing beside them.
 
 Why this shape (figures from benchmarks/cache_size.py and cache_io.py): one shard file per S clips keeps
@@ -50,13 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from probekit._io import atomic_write_json
+from probekit.cache import fs
 from probekit.cache.codec import NUMPY_DTYPE
 from probekit.cache.disk import dir_bytes, disk_full_error, is_disk_full
 from probekit.cache.keys import FORMAT_VERSION, cache_root, key_differences, key_digest
 from probekit.cache.keys import canonical as _canonical
 from probekit.cache.layout import META, StoreLayout
-from probekit.cache.lock import ExtractionLock
+from probekit.cache.lock import ExtractionLock, mutex
 from probekit.cache.shards import REPAIR_HINT, DamagedShardError, ShardReader
 from probekit.errors import CacheError
 
@@ -73,14 +77,18 @@ def _array_codecs():
 class TokenStore:
     """A token store on disk: creation, shard writes with completion records, locks, verification."""
 
-    def __init__(self, path: str | os.PathLike, *, mode: str = "r"):
+    def __init__(self, path: str | os.PathLike, *, mode: str = "r", chunk_cache: str | os.PathLike | None = None):
         import zarr
 
-        self.path = Path(path)
+        self.path = fs.location(path)  # a local Path as before, or an fsspec URL (probekit.cache.fs)
+        self.chunk_cache = fs.chunk_cache_dir(chunk_cache) if fs.is_remote(self.path) else None
+        self._guard = None  # set while this process holds the extraction lock (lease checks)
+        self._read_records: dict[int, dict] = {}  # records read by this store's shard readers (`shard_reader`)
         if not (self.path / "zarr.json").is_file():
             raise CacheError(f"no token store at {self.path}", hint="run `probekit extract` or `probekit cache ls`")
         try:
-            self.group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
+            self.group = zarr.open_group(fs.zarr_store(self.path, read_only=mode == "r"),
+                                         mode="r" if mode == "r" else "r+")
         except Exception as e:
             raise CacheError(f"{self.path}: unreadable store ({e})", hint="remove it with `probekit cache rm`") from e
         meta = dict(self.group.attrs).get("probekit")
@@ -132,10 +140,12 @@ class TokenStore:
         """
         from filelock import FileLock, Timeout
 
-        path = Path(path)
+        path = fs.location(path)
         check_cache_root(path.parent, create=True)
         if (path / "zarr.json").exists():  # created stores appear whole (rename): no lock needed to open one
             return cls._open_created(path, key)
+        if fs.is_remote(path):
+            return cls._create_remote(path, key, (layout, provenance, clip_ids, labels, folds, classes))
         lock_path = Path(str(path) + ".create.lock")
         try:
             with _writable(path.parent), FileLock(str(lock_path), timeout=600):
@@ -162,6 +172,26 @@ class TokenStore:
         except Timeout:
             raise CacheError(f"timed out waiting for {lock_path}", hint="another process holds it") from None
         return cls(path, mode="r+")
+
+    @classmethod
+    def _create_remote(cls, path, key: dict, build_args) -> TokenStore:
+        """Object stores have no rename: build locally, upload, and create the root zarr.json last with a
+        conditional write (`fs.publish_tree`), so the store appears whole; a creator that loses the race
+        opens the winner's store (the same key: identical objects)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="probekit-store-") as d:
+            tmp = Path(d) / path.name
+            cls._build(tmp, key, *build_args)
+            try:
+                fs.publish_tree(tmp, path, last="zarr.json")
+            except OSError as e:  # no such bucket, access denied, endpoint down: one line, no credentials
+                raise CacheError(
+                    f"cannot write to {path} ({type(e).__name__}: {e})",
+                    hint="check that the bucket exists and that the credentials of the standard environment "
+                    "and config files (AWS_* variables, ~/.aws, fsspec config) may write to it",
+                ) from e
+        return cls._open_created(path, key)
 
     @classmethod
     def _open_created(cls, path: Path, key: dict) -> TokenStore:
@@ -226,7 +256,7 @@ class TokenStore:
 
     def done_shards(self) -> set[int]:
         d = self.path / META / "done"
-        if not d.is_dir():
+        if not fs.is_remote(d) and not d.is_dir():  # (object stores have no folders: an empty listing)
             return set()
         return {int(p.stem) for p in d.glob("[0-9]*.json")}
 
@@ -262,7 +292,9 @@ class TokenStore:
                 "valid_rows": [int(v) for v in valid_rows],
                 "failed": failed,
             }
-            atomic_write_json(self._done_path(j), record)
+            if self._guard is not None:  # object stores: our lease must still be ours at the commit point
+                self._guard()
+            fs.write_json_atomic(self._done_path(j), record)
         except BaseException as e:
             if is_disk_full(e):
                 raise disk_full_error(self.path, e) from e
@@ -276,11 +308,9 @@ class TokenStore:
         done = self.done_shards()
         if len(done) < self.layout.num_shards:
             return False
-        from filelock import FileLock
-
         # inside the store (it exists by now), so nothing is left beside it
-        with FileLock(str(self.path / META / "finalize.lock"), timeout=600):
-            fresh = TokenStore(self.path, mode="r+")
+        with mutex(self.path / META / "finalize.lock", timeout=600):
+            fresh = TokenStore(self.path, mode="r+", chunk_cache=self.chunk_cache)
             if fresh.complete:
                 self.meta = fresh.meta
                 return True
@@ -293,7 +323,8 @@ class TokenStore:
                 failed += rec["failed"]
             try:
                 fresh.group["valid_rows"][:] = valid
-                for p in self.path.rglob("*.partial"):  # zarr's temporaries from writes a crash cut short
+                # zarr's temporaries from writes a crash cut short (local only: object stores have single PUTs)
+                for p in () if fs.is_remote(self.path) else self.path.rglob("*.partial"):
                     p.unlink(missing_ok=True)
                 # completion records killed between write and rename (every record exists now: none is live)
                 for p in (self.path / META / "done").glob(".*.tmp"):
@@ -312,7 +343,9 @@ class TokenStore:
 
     # ---- locking ----------------------------------------------------------------------------------
     def lock(self, shard: tuple[int, int] = (0, 1)) -> ExtractionLock:
-        return ExtractionLock(self.path, shard)
+        lock = ExtractionLock(self.path, shard)
+        self._guard = lock.check
+        return lock
 
     # ---- verification --------------------------------------------------------------------------------
     def verify(self, *, checksums: bool = True, progress=None) -> list[str]:
@@ -338,7 +371,7 @@ class TokenStore:
         out = {}
         for name in names:
             try:
-                out[name] = ShardReader(self.group[name]).shard_path(j).stat().st_size
+                out[name] = self._reader(name).shard_path(j).stat().st_size
             except (OSError, TypeError):
                 out[name] = 0
         return out
@@ -357,7 +390,18 @@ class TokenStore:
 
     def shard_reader(self, name: str, **kw) -> ShardReader:
         """A ShardReader of array `name` that checks each shard against its completion record."""
-        return ShardReader(self.group[name], expected=lambda j: self.expected_shard(name, j), **kw)
+        return self._reader(name, expected=lambda j: self.expected_shard(name, j, self._reader_record(j)), **kw)
+
+    def _reader_record(self, j: int) -> dict:
+        # the readers of one store (patch, cls, scales) share each shard's record: one read (one GET on
+        # an object store), not one per array
+        rec = self._read_records.get(j)
+        if rec is None:
+            rec = self._read_records[j] = self.done_record(j)
+        return rec
+
+    def _reader(self, name: str, **kw) -> ShardReader:
+        return ShardReader(self.group[name], location=self.path / name, chunk_cache=self.chunk_cache, **kw)
 
     def damaged_shards(self, shards: Sequence[int] | None = None, *, full: bool = False, progress=None) -> dict[int, str]:
         """Finished shards (of `shards`, default all) whose data does not match their completion record.
@@ -375,8 +419,8 @@ class TokenStore:
                 out[j] = f"shard {j}: completion record {self._done_path(j).name} is missing"
         rec: dict[int, dict] = {}  # the record of the shard being checked, read once for all arrays
         readers = {
-            name: ShardReader(self.group[name], max_open=1,
-                              expected=lambda j, name=name: self.expected_shard(name, j, rec.get(j)))
+            name: self._reader(name, max_open=1,
+                               expected=lambda j, name=name: self.expected_shard(name, j, rec.get(j)))
             for name in self.token_arrays()
         }
         for j in targets:
@@ -416,7 +460,7 @@ class TokenStore:
             for j in shards:
                 self._done_path(j).unlink(missing_ok=True)  # first: a crash from here on leaves the shard pending
                 for name in self.token_arrays():
-                    ShardReader(self.group[name]).shard_path(j).unlink(missing_ok=True)
+                    self._reader(name).shard_path(j).unlink(missing_ok=True)
         except PermissionError as e:
             raise CacheError(f"{self.path}: cannot repair a read-only store ({e.strerror})",
                              hint="make it writable, or extract into another --cache-dir") from e
@@ -477,7 +521,7 @@ class NotAStoreError(CacheError):
 
 def check_cache_root(root: Path, *, create: bool = False) -> None:
     """A cache root that is a file (PROBEKIT_CACHE=some file) is a named error, not FileExistsError."""
-    root = Path(root)
+    root = fs.location(root)
     if root.exists() and not root.is_dir():
         raise CacheError(f"cache dir {root} is not a folder",
                          hint="point --cache-dir or PROBEKIT_CACHE at a folder (it is created if missing)")
@@ -490,7 +534,7 @@ class _writable:
     """Turns permission errors while writing under `root` into one named line."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = root
 
     def __enter__(self):
         return self
@@ -515,9 +559,9 @@ def list_stores(cache_dir: str | os.PathLike | None = None) -> Iterator[Path]:
 
 def remove_store(path: str | os.PathLike) -> None:
     """Delete a store (refused while an extraction holds its lock)."""
-    path = Path(path)
+    path = fs.location(path)
     with ExtractionLock(path, (0, 1)):
         pass
-    shutil.rmtree(path)
-    for extra in (Path(str(path) + ".create.lock"),):
-        extra.unlink(missing_ok=True)
+    fs.rmtree(path)
+    if not fs.is_remote(path):  # (object stores are created without a lock beside them)
+        Path(str(path) + ".create.lock").unlink(missing_ok=True)

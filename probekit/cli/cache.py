@@ -194,13 +194,15 @@ def _scan(cache_dir: Path | None):
 def _find(ref: str, cache_dir: Path | None) -> Path:
     from probekit.cache import default_cache_dir, list_stores
 
-    p = Path(ref).expanduser()
+    from probekit.cache.fs import location
+
+    p = location(ref)  # a folder, or a store's fsspec URL
     if (p / "zarr.json").is_file():
         return p
     hits = [s for s in list_stores(cache_dir) if s.name == ref or s.name.startswith(ref) or ref in s.name]
     if len(hits) == 1:
         return hits[0]
-    root = cache_dir or default_cache_dir()
+    root = location(cache_dir) if cache_dir else default_cache_dir()
     if not hits:
         raise CacheError(f"no store matches {ref!r} in {root}", hint="`probekit cache ls` lists them")
     raise CacheError(f"{ref!r} matches {len(hits)} stores in {root}: {', '.join(h.name for h in hits[:4])}",
@@ -214,7 +216,7 @@ def ls_command(
 ) -> None:
     """List stores with their provenance and size (never cut: a narrow terminal gets several tables)."""
     from probekit.cache.disk import fmt_bytes
-    from probekit.cache.keys import default_cache_dir
+    from probekit.cache.keys import cache_root
 
     stores, others = _scan(cache_dir)
     if json_out:
@@ -223,7 +225,7 @@ def ls_command(
         rows = [st.summary() for st in stores] + [{"path": str(p), "error": why} for p, why, _ in others]
         console.print(json.dumps(rows, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
         return
-    t = Table(title=f"token stores in {cache_dir or default_cache_dir()}", caption="`probekit cache rm STORE` takes the store column")
+    t = Table(title=f"token stores in {cache_root(cache_dir)}", caption="`probekit cache rm STORE` takes the store column")
     for col in ("store", "backbone", "weights", "dataset/split", "clips", "layers", "grid x dim", "dtype",
                 "state", "failed", "size", "created"):
         t.add_column(col, justify="right" if col in ("clips", "size", "failed") else "left",
@@ -246,9 +248,9 @@ def du_command(
 ) -> None:
     """Disk use per backbone and dataset, and the free space left."""
     from probekit.cache.disk import fmt_bytes, free_bytes
-    from probekit.cache.keys import default_cache_dir
+    from probekit.cache.keys import cache_root
 
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = cache_root(cache_dir)  # a folder or an fsspec URL
     totals: dict[tuple[str, str], list[int]] = {}
     for st in _stores(cache_dir):
         s = st.summary()

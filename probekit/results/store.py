@@ -11,9 +11,11 @@ explicit argument moves it. Published figures are not here: see `probekit.result
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,11 +32,22 @@ MANIFEST_PREFIX = "manifest:"
 
 
 def results_dir(path: str | os.PathLike | None = None) -> Path:
-    """The results directory: `path`, else $PROBEKIT_RESULTS, else ./results."""
+    """The results directory: `path`, else $PROBEKIT_RESULTS, else ./results (a folder or an fsspec URL)."""
     if path is not None:
-        return Path(path).expanduser()
+        return record_location(path)
     env = os.environ.get(RESULTS_ENV)
-    return Path(env).expanduser() if env else Path("results")
+    return record_location(env) if env else Path("results")
+
+
+def record_location(p: str | os.PathLike) -> Path:
+    """A folder, or an fsspec URL (s3://bucket/results: records read and written through fsspec, like
+    token stores; see probekit.cache.fs). The cache's fs module is imported only for URLs."""
+    mangled = isinstance(p, Path) and not p.is_absolute() and p.parts and p.parts[0].endswith(":")  # s3:// as a Path
+    if "://" in str(p) or mangled:  # (an ObjectPath prints as its URL)
+        from probekit.cache.fs import location
+
+        return location(p)
+    return Path(p).expanduser()
 
 
 def dataset_identity(dataset: Any) -> str | None:
@@ -56,16 +69,39 @@ def write_record(record: ResultRecord, root: str | os.PathLike | None = None) ->
     record = validate(json.loads(record.to_json()), where=f"record for {record.backbone.label}/{record.dataset}")
     path = results_dir(root) / record.relpath()
     try:
-        atomic_write_text(path, record.to_json())  # never a half-written record, even on a crash
+        if isinstance(path, Path):
+            atomic_write_text(path, record.to_json())  # never a half-written record, even on a crash
+        else:  # an object store: one PUT, as atomic for readers
+            path.write_bytes(record.to_json().encode("utf-8"))
     except OSError as e:
         raise RecordError(f"{path}: cannot write result record: {e.strerror or e}",
                           hint="check the results directory (--results-dir / PROBEKIT_RESULTS)") from None
     return path
 
 
+@contextlib.contextmanager
+def beside_record(path, names: Sequence[str]):
+    """A local stand-in for a record's path while files named `names` are written or removed beside it.
+
+    Local records: `path` itself. Records on an object store: a path in a temporary folder; on exit each
+    of `names` present there is uploaded beside the record, and each absent one is deleted there.
+    """
+    if isinstance(path, Path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="probekit-record-") as d:
+        yield Path(d) / path.name
+        for name in names:
+            local, remote = Path(d) / name, path.parent / name
+            if local.is_file():
+                remote.write_bytes(local.read_bytes())
+            else:
+                remote.unlink(missing_ok=True)
+
+
 def read_record(path: str | os.PathLike) -> ResultRecord:
     """Read and validate one record file; RecordError names the file and what is wrong with it."""
-    path = Path(path)
+    path = record_location(path) if not isinstance(path, Path) else path
     try:
         raw = path.read_bytes()
     except OSError as e:
