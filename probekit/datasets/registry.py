@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit._registry import Registry
-from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, manifest, speechcommands
+from probekit.datasets import audioset, esc50, events, folder, fsdd, hear, librispeech, manifest, speechcommands
 from probekit.datasets.base import Dataset, DatasetSpec
 from probekit.errors import DatasetError
 
@@ -68,6 +68,9 @@ for _spec in (speechcommands.SPEC_12, speechcommands.SPEC_35):
         _spec, speechcommands.open_dataset, detect=speechcommands.detect, root_names=speechcommands.ROOT_NAMES
     )
 register_dataset(fsdd.SPEC, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
+register_dataset(fsdd.SPEC_ASR, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
+register_dataset(librispeech.SPEC, librispeech.open_dataset, detect=librispeech.detect,
+                 root_names=librispeech.ROOT_NAMES)
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
