@@ -81,13 +81,16 @@ def _list_subset(folder: Path, split: str) -> tuple[list[Clip], int]:
     """The clips of one subset folder in (speaker, chapter, utterance) order, and transcript lines whose
     audio is absent."""
     clips, missing = [], 0
-    for trans in sorted(folder.glob("*/*/*.trans.txt"), key=lambda p: (p.parent.parent.name, p.parent.name)):
+    def order(p: Path):  # numeric speaker, chapter (as the utterance ids sort); other names after, by text
+        return tuple((0, int(n), "") if n.isdigit() else (1, 0, n) for n in (p.parent.parent.name, p.parent.name))
+
+    for trans in sorted(folder.glob("*/*/*.trans.txt"), key=order):
         texts = _read_transcripts(trans)
         audio = {p.stem: p for p in trans.parent.glob("*.flac")}
         for stem in sorted(set(audio) - set(texts)):
             raise DatasetError(f"{audio[stem]}: no line for {stem} in {trans.name}",
                                hint="restore the chapter's transcript file, or remove the audio file")
-        for utt, text in sorted(texts.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("-"))):
+        for utt, text in sorted(texts.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("-"))):  # numeric ids
             if utt not in audio:
                 missing += 1
                 continue
