@@ -33,6 +33,7 @@ class ASRProbe(_GatedMixin, Probe):
 
     name = "asr"
     display_name = "ASR"
+    task_kind: ClassVar[str] = "asr"  # reads transcripts (DatasetSpec.task == "asr"), not clip labels
     description = "ASR probe (BAT ASR_Head): gated layers, frequency mean, x8 transposed conv, 2-layer BiLSTM, CTC"
     search_space: ClassVar[dict[str, Param]] = {
         "dropout": Float(0.0, 0.5),

@@ -122,3 +122,17 @@ class CTCTask:
 
         refs, hyps = self.transcribe(probe, data, indices, batch_size=batch_size, device=device, amp=amp)
         return EvalResult(primary_name="WER", metrics=wer_cer(refs, hyps), num_examples=len(refs))
+
+
+def check_probe_fits_dataset(probe_name: str, spec) -> None:
+    """Before any extraction: refuse a clip-level probe on an ASR dataset and the ASR probe on clip labels."""
+    from probekit.probes.base import get_probe_class
+
+    wants = getattr(get_probe_class(probe_name), "task_kind", "classification")
+    has = getattr(spec, "task", "classification")
+    if wants == "asr" and has != "asr":
+        raise ConfigError(f"probe {probe_name!r} trains on transcripts, but dataset {spec.name!r} has class labels",
+                          hint="use an ASR dataset (fsdd-asr, librispeech) or a clip-level probe")
+    if wants != "asr" and has == "asr":
+        raise ConfigError(f"probe {probe_name!r} predicts one label per clip, but dataset {spec.name!r} is an ASR "
+                          "dataset (transcripts)", hint="use probe 'asr' on it")

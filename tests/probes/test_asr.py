@@ -165,3 +165,29 @@ def test_asr_probe_learns_fsdd_words(fsdd_train, fsdd_test):
     assert after.primary_name == "WER" and after["WER"] < 85.0, (before, after.metrics)
     assert after["CER"] < after["WER"]
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
+
+
+def test_cli_probe_asr_on_fsdd_asr_writes_wer_records_and_the_leaderboard_column(fsdd_root, tmp_path, capsys):
+    import json
+    import shutil
+
+    from probekit.cli import main
+
+    root = tmp_path / "fsdd"
+    (root / "recordings").mkdir(parents=True)
+    for d in range(10):
+        for t in (0, 5, 6):
+            shutil.copy(fsdd_root / "recordings" / f"{d}_jackson_{t}.wav", root / "recordings")
+    res = tmp_path / "res"
+    args = ["probe", "asr", "-b", "bat-tiny", "-d", "fsdd-asr", "--data-root", str(root), "--set", "steps=4",
+            "--set", "batch_size=8", "--set", "hidden=16", "--cache-dir", str(tmp_path / "cache"),
+            "--results-dir", str(res), "--device", "cpu", "--yes"]
+    assert main(args) == 0
+    (path,) = [p for p in res.rglob("*.json")]
+    rec = json.loads(path.read_text())
+    assert rec["probe"] == "asr" and rec["metric"] == "WER" and rec["protocol"] == "fsdd-asr"
+    assert set(rec["aggregate"]) == {"WER", "CER"} and rec["split"] == "test"
+    capsys.readouterr()
+    assert main(["leaderboard", "--results-dir", str(res), "-d", "fsdd-asr", "-f", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| backbone | ASR |" in out and "WER" in out
