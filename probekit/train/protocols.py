@@ -168,8 +168,8 @@ for _p in (
         ),
         Protocol(
             "unmute",
-            "Unmute benchmark: 30 epochs, batch 128, cosine (no warmup), ASL (reference 4/1/0.05); last epoch; "
-            "lr and weight decay tuned",
+            "Unmute benchmark: 30 epochs, batch 128, cosine (no warmup), ASL as Bird-MAE's code (4/1/0.05, mean, "
+            "gradient through the focal weight); last epoch; lr and weight decay tuned",
             TrainConfig(
                 batch_size=128,
                 steps=None,
@@ -180,12 +180,14 @@ for _p in (
                 asl_gamma_neg=4.0,
                 asl_gamma_pos=1.0,
                 asl_clip=0.05,
-                asl_reduction="sum",
+                asl_reduction="mean",
+                asl_focal_grad=True,
                 selection="last",
             ),
             False,
             "mAP",
-            source="Rauch et al., 'Unmute the patch tokens' (ASL parameters not stated: reference)",
+            source="Rauch et al., 'Unmute the patch tokens' (ASL parameters not stated: the authors' Bird-MAE "
+            "code, DBD-research-group/Bird-MAE util/asymmetric_loss.py defaults, disable_torch_grad_focal_loss=False)",
         ),
     ):
     PROTOCOLS.register(_p.name, _p)

@@ -191,3 +191,27 @@ def test_cli_probe_asr_on_fsdd_asr_writes_wer_records_and_the_leaderboard_column
     assert main(["leaderboard", "--results-dir", str(res), "-d", "fsdd-asr", "-f", "markdown"]) == 0
     out = capsys.readouterr().out
     assert "| backbone | ASR |" in out and "WER" in out
+
+
+def test_asr_probe_contract_round_trip_and_official_weight_decay(tmp_path):
+    from probekit.probes import load_probe, save_probe
+
+    L, D = 3, 16
+    probe = make_probe("asr", num_layers=L, embed_dim=D, num_classes=len(CHARS), hidden=8, seed=3)
+    twin = type(probe)(**probe.get_params())
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in probe.state_dict().items()}
+    # engine/optim.py: every parameter of ndim >= 2 but the gates is decayed; biases, norms and gates are not
+    decayed = {n for n, p in probe.named_parameters()
+               if any(p is q for g in probe.param_groups(0.05) if g["weight_decay"] > 0 for q in g["params"])}
+    assert decayed == {n for n, p in probe.named_parameters() if p.ndim >= 2}
+    assert "fc.weight" in decayed and "upsample.weight" in decayed and "lstm.weight_hh_l1_reverse" in decayed
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    probe.eval()
+    path = save_probe(probe, tmp_path / "asr.safetensors")
+    back = load_probe(path, embed_dim=D, num_layers=L, num_classes=len(CHARS))
+    patch = torch.randn(2, L, 6, D)
+    b = TokenBatch(patch, None, torch.ones(2, 3, dtype=torch.long), torch.tensor([3, 2]), torch.arange(2), (3, 2))
+    with torch.no_grad():
+        assert torch.equal(back(b), probe(b))
