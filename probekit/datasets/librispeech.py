@@ -6,8 +6,8 @@ Hugging Face `librispeech_asr` config "clean": train.100, validation, test, i.e.
 train-clean-100 (train), dev-clean (valid: best-WER selection) and test-clean (test). Clips carry their
 transcripts (`Clip.transcript`); the classes are the official character vocabulary (`transcripts.CHARS`).
 
-The training preset `librispeech` (BAT configs/librispeech/ls_probe_config.yaml) is declared here, next to
-the dataset, and registered with the protocols when probekit.train is imported.
+The training presets `librispeech` (BAT configs/librispeech/ls_probe_config.yaml) and `fsdd-asr` are declared
+here, next to the datasets (`PROTOCOL_PRESETS`), and registered by probekit.train.protocols.
 """
 
 from __future__ import annotations
@@ -124,37 +124,24 @@ def open_dataset(spec: DatasetSpec, root: Path, **options) -> Dataset:
     return ds
 
 
-def protocol():
-    """The BAT LibriSpeech probe preset (configs/librispeech/ls_probe_config.yaml + engine/trainer.py):
-    20,000 steps, batch 64, lr 1e-3 -> 1e-6 cosine after 500 warmup steps, wd 0.05, CTC; dev-clean WER every
-    500 steps, the best (lowest, ties to the later step) -> test-clean."""
-    from probekit.train.fit import TrainConfig
-    from probekit.train.protocols import Protocol
-
-    return Protocol(
-        "librispeech",
-        "LibriSpeech ASR: 20,000 steps, batch 64, lr 1e-3, warmup 500, wd 0.05, CTC; validate every 500 steps "
-        "on dev-clean, best WER -> test-clean",
-        TrainConfig(batch_size=64, steps=20000, lr=1e-3, min_lr=1e-6, warmup_steps=500, weight_decay=0.05,
-                    loss="ctc", selection="best_val", eval_every=500, eval_batch_size=64),
-        False,
-        "WER",
-        source="BAT_ICML2026 configs/librispeech/ls_probe_config.yaml + engine/trainer.py",
-    )
-
-
-def fsdd_protocol():
-    """fsdd-asr (probekit preset for the tiny FSDD ASR task): 1,500 steps, batch 32, warmup 150, wd 0.05, CTC;
-    last step (FSDD has no validation split)."""
-    from probekit.train.fit import TrainConfig
-    from probekit.train.protocols import Protocol
-
-    return Protocol(
-        "fsdd-asr",
-        "FSDD as tiny ASR: 1,500 steps, batch 32, lr 1e-3, warmup 150, wd 0.05, CTC; last step; WER",
-        TrainConfig(batch_size=32, steps=1500, lr=1e-3, warmup_steps=150, weight_decay=0.05, loss="ctc",
-                    selection="last", checkpoint_every=500),
-        False,
-        "WER",
-        source="probekit preset for small data (the LibriSpeech recipe, shorter)",
-    )
+#: Training presets declared beside the dataset, as plain data (probekit.train.protocols builds and registers
+#: them): `train` holds TrainConfig fields.
+PROTOCOL_PRESETS = (
+    {  # BAT configs/librispeech/ls_probe_config.yaml + engine/trainer.py (CTCLoss, best val WER -> test)
+        "name": "librispeech",
+        "description": "LibriSpeech ASR: 20,000 steps, batch 64, lr 1e-3, warmup 500, wd 0.05, CTC; validate every "
+        "500 steps on dev-clean, best (lowest) WER -> test-clean",
+        "train": dict(batch_size=64, steps=20000, lr=1e-3, min_lr=1e-6, warmup_steps=500, weight_decay=0.05,
+                      loss="ctc", selection="best_val", eval_every=500, eval_batch_size=64),
+        "metric": "WER",
+        "source": "BAT_ICML2026 configs/librispeech/ls_probe_config.yaml + engine/trainer.py",
+    },
+    {  # FSDD read as tiny ASR (no validation split: last step)
+        "name": "fsdd-asr",
+        "description": "FSDD as tiny ASR: 1,500 steps, batch 32, lr 1e-3, warmup 150, wd 0.05, CTC; last step; WER",
+        "train": dict(batch_size=32, steps=1500, lr=1e-3, warmup_steps=150, weight_decay=0.05, loss="ctc",
+                      selection="last", checkpoint_every=500),
+        "metric": "WER",
+        "source": "probekit preset for small data (the LibriSpeech recipe, shorter)",
+    },
+)

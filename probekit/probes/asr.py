@@ -7,7 +7,10 @@ linear to the 29 characters -> log-softmax. Trained with CTC and scored by greed
 (`probekit.train.ctc.CTCTask`).
 
 forward returns (B, T x upsample, C) log-probabilities: the official head's (T', B, C) output transposed
-to probekit's batch-first layout.
+to probekit's batch-first layout. Tokens of a split are padded to one grid; with `pack=True` (default) the
+LSTM reads only each clip's `valid_rows x upsample` frames, which is exactly the official test (batch size 1,
+no padding); `pack=False` lets it read the padding too, as the official padded training batches do. Frames
+past a clip's length are never scored (CTC input lengths, decoding).
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ class ASRProbe(_GatedMixin, Probe):
         layer_norm: bool = True,
         dropout: float = 0.2,
         layers: str | tuple[int, ...] = "all",
+        pack: bool = True,
     ):
         super().__init__()
         self._store_hparams(locals())
         self.request, n_read = _layer_request(layers, num_layers, patch=True, cls=False)
         self.task = CTCTask(upsample)
+        self.pack = bool(pack)
         self.upsample = nn.ConvTranspose1d(embed_dim, embed_dim, kernel_size=upsample, stride=upsample)
         self.block_attention = nn.Parameter(torch.ones(n_read))  # official init: ones (uniform softmax)
         self.lstm = nn.LSTM(input_size=embed_dim, hidden_size=hidden, num_layers=lstm_layers, batch_first=True,
@@ -93,7 +98,15 @@ class ASRProbe(_GatedMixin, Probe):
     def forward(self, batch: TokenBatch) -> Tensor:
         x = self.frames(batch)  # (B, T, D)
         x = self.upsample(x.transpose(1, 2)).transpose(1, 2)  # (B, T * upsample, D)
+        x = x.to(self.lstm.weight_ih_l0.dtype)
+        lengths = self.task.input_lengths(batch.valid_rows, x.shape[1]).cpu()
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x, _ = self.lstm(x.to(self.lstm.weight_ih_l0.dtype))
+            if self.pack and bool((lengths < x.shape[1]).any()):
+                # each clip's own frames only: what the official evaluator sees at test batch size 1 (no padding)
+                packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                x, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                        total_length=x.shape[1])
+            else:
+                x, _ = self.lstm(x)
         logits = self.fc(self.dropout(self.ln(x)))  # (B, T', C)
         return F.log_softmax(logits, dim=-1)

@@ -195,8 +195,9 @@ for _p in (
 # presets declared beside their datasets (the BAT LibriSpeech recipe; FSDD as tiny ASR)
 from probekit.datasets import librispeech as _librispeech  # noqa: E402
 
-for _p in (_librispeech.protocol(), _librispeech.fsdd_protocol()):
-    PROTOCOLS.register(_p.name, _p)
+for _d in _librispeech.PROTOCOL_PRESETS:
+    PROTOCOLS.register(_d["name"], Protocol(_d["name"], _d["description"], TrainConfig(**_d["train"]), False,
+                                            _d["metric"], source=_d["source"]))
 
 
 def list_protocols() -> list[str]:

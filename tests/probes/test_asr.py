@@ -215,3 +215,24 @@ def test_asr_probe_contract_round_trip_and_official_weight_decay(tmp_path):
     b = TokenBatch(patch, None, torch.ones(2, 3, dtype=torch.long), torch.tensor([3, 2]), torch.arange(2), (3, 2))
     with torch.no_grad():
         assert torch.equal(back(b), probe(b))
+
+
+def test_padded_clip_equals_the_official_head_on_the_clip_alone():
+    """Tokens padded to the split's grid: with pack=True each clip's frames equal the official head run on
+    that clip alone (the official test loader's batch size 1), padding never leaks in through the BiLSTM."""
+    B, L, T, Fq, D = 2, 3, 6, 2, 8
+    probe = make_probe("asr", num_layers=L, embed_dim=D, num_classes=len(CHARS), hidden=12, seed=1).double().eval()
+    ref = OfficialASRHead(num_classes=len(CHARS), dim=D, num_layers=L, hidden=12).double().eval()
+    ref.load_state_dict(probe.state_dict())
+    patch, official = _tokens(B, L, T, Fq, D, seed=5)
+    rows = torch.tensor([6, 4])
+    batch = TokenBatch(patch, None, torch.ones(B, 2, dtype=torch.long), rows, torch.arange(B), (T, Fq))
+    with torch.no_grad():
+        ours = probe(batch)
+        alone = ref({"patch_tokens": official[:, 1:2, :, :4]}).transpose(0, 1)[0]  # clip 1, its 4 rows
+        full = ref({"patch_tokens": official[:, 0:1]}).transpose(0, 1)[0]
+        unpacked = type(probe)(**{**probe.get_params(), "pack": False}).double().eval()
+        unpacked.load_state_dict(probe.state_dict())
+        leaky = unpacked(batch)
+    assert (ours[1, :32] - alone).abs().max() <= 1e-10 and (ours[0] - full).abs().max() <= 1e-10
+    assert (leaky[1, :32] - alone).abs().max() > 1e-6  # without packing the reverse LSTM reads the padding
