@@ -87,7 +87,7 @@ class CTCTask:
         """torch's CTCLoss(blank=0, reduction='mean', zero_infinity=True) on (T', B, C) log-probs."""
         targets = batch.labels.long()
         lp = log_probs.transpose(0, 1)
-        return F.ctc_loss(lp, targets, self.input_lengths(batch.valid_rows, lp.shape[0]), lengths_of(targets),
+        return F.ctc_loss(lp, targets, self.input_lengths(batch.valid_rows, lp.shape[0]), batch.target_lengths,
                           blank=BLANK, reduction="mean", zero_infinity=True)
 
     @torch.no_grad()

@@ -236,3 +236,22 @@ def test_padded_clip_equals_the_official_head_on_the_clip_alone():
         leaky = unpacked(batch)
     assert (ours[1, :32] - alone).abs().max() <= 1e-10 and (ours[0] - full).abs().max() <= 1e-10
     assert (leaky[1, :32] - alone).abs().max() > 1e-6  # without packing the reverse LSTM reads the padding
+
+
+def test_asr_probe_runs_online(fsdd_root, tmp_path):
+    """Live encoder tokens (--online) carry the grid and the transcript targets like the cache does."""
+    import shutil
+
+    from probekit.api import evaluate
+
+    root = tmp_path / "fsdd"
+    (root / "recordings").mkdir(parents=True)
+    for d in range(10):
+        for t in (0, 5):
+            shutil.copy(fsdd_root / "recordings" / f"{d}_george_{t}.wav", root / "recordings")
+    res = evaluate("bat-tiny", datasets=["fsdd-asr"], probes=["asr"], online=True, data_root=root,
+                   cache_dir=tmp_path / "o", results_dir=tmp_path / "r", device="cpu", progress=False, workers=0,
+                   hparams={"hidden": 16}, train_overrides={"steps": 3, "batch_size": 5}, write=False)
+    (rec,) = res.records
+    assert rec.metric == "WER" and rec.cache_key.endswith("(online)") and not (tmp_path / "o").exists()
+    assert 0.0 <= rec.seeds[0].metrics["WER"] and 0.0 <= rec.seeds[0].metrics["CER"]
