@@ -455,6 +455,10 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
     check_live_probes([get_probe_class(p) for p in probes], bb, online)
     spec = ds.spec
     proto = protocol_for(o.train.protocol, spec)
+    from probekit.train.ctc import check_probe_fits_dataset
+
+    for name in probes:  # an ASR dataset takes the ASR probe only, and the other way round: say so before extraction
+        check_probe_fits_dataset(name, spec)
     train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)
     prepared = {s: prepare_planned(plan_split(bb, ds, s, o, online), o.run, online=online, confirm=confirm,
                                    dry_run=dry_run)

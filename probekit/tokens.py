@@ -44,6 +44,8 @@ class TokenBatch:
     labels: (B, C) float32 multi-hot when multilabel, else (B,) int64 class indices.
     valid_rows: (B,) int64 time rows holding real audio (of grid[0]).
     index: (B,) int64 clip positions in the source.
+    grid: the (time, frequency) token grid of `patch` (N = T * F, time-major), where the source knows it.
+    ASR data: labels are (B, S) int64 character ids padded with 0 (the CTC blank); `target_lengths` counts them.
     """
 
     patch: torch.Tensor | None
@@ -51,10 +53,17 @@ class TokenBatch:
     labels: torch.Tensor
     valid_rows: torch.Tensor
     index: torch.Tensor
+    grid: tuple[int, int] | None = None
+
+    @property
+    def target_lengths(self) -> torch.Tensor:
+        """ASR data: (B,) characters per padded transcript row (ids > 0)."""
+        return (self.labels > 0).sum(dim=1).long()
 
     def to(self, device) -> TokenBatch:
         mv = lambda t: None if t is None else t.to(device, non_blocking=True)
-        return TokenBatch(mv(self.patch), mv(self.cls), mv(self.labels), mv(self.valid_rows), mv(self.index))
+        return TokenBatch(mv(self.patch), mv(self.cls), mv(self.labels), mv(self.valid_rows), mv(self.index),
+                          self.grid)
 
 
 @runtime_checkable
@@ -139,4 +148,4 @@ class InMemoryTokens:
             patch = self.patch[b][:, layers].float() if request.patch and self.patch is not None else None
             cls = self.cls[b][:, layers].float() if request.cls and self.cls is not None else None
             labels = torch.as_tensor(self.labels[b.numpy()])
-            yield TokenBatch(patch, cls, labels, torch.as_tensor(self.valid_rows[b.numpy()]), b)
+            yield TokenBatch(patch, cls, labels, torch.as_tensor(self.valid_rows[b.numpy()]), b, self.grid)

@@ -114,6 +114,7 @@ class OnlineTokens(LiveSource):
                 labels=torch.as_tensor(self.labels[r]),
                 valid_rows=torch.as_tensor(lt.valid_rows, dtype=torch.long).cpu(),
                 index=rows,
+                grid=tuple(lt.grid),
             )
 
     def __len__(self) -> int:

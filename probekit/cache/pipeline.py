@@ -77,7 +77,12 @@ def feature_loader(clips, frontend, sample_rate: int, batches: Sequence[Sequence
 
 
 def clip_labels(clips, spec) -> np.ndarray:
-    """(clips,) int64 class indices, or (clips, classes) uint8 multi-hot for a multi-label dataset."""
+    """(clips,) int64 class indices, or (clips, classes) uint8 multi-hot for a multi-label dataset; for an
+    ASR dataset (clips, S) int64 character ids of the transcripts padded with 0 (`probekit.train.ctc`)."""
+    if getattr(spec, "task", "classification") == "asr":
+        from probekit.datasets.transcripts import transcript_targets
+
+        return transcript_targets(clips, spec.name)
     if spec.multilabel:
         out = np.zeros((len(clips), spec.num_classes), dtype=np.uint8)
         for i, c in enumerate(clips):

@@ -230,6 +230,7 @@ class CacheReader:
             torch.from_numpy(self.labels[pos]),
             torch.from_numpy(self.valid_rows[pos]),
             torch.from_numpy(np.asarray(pos, dtype=np.int64)),
+            self.grid,
         )
 
     # ---- TokenData ---------------------------------------------------------------------------------

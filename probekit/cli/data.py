@@ -186,6 +186,7 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
         except ProbekitError as e:  # the message lists every folder tried
             spec = get_spec(name)
             kind = "multi-label" if spec.multilabel else "multi-class"
+            kind = "ASR (characters)" if spec.task == "asr" else kind
             classes = spec.num_classes or spec.declared_classes or "-"
             return (str(classes), kind, "-", "-", "-", "[yellow]not found[/]", [f"[yellow]{name}[/]: {e}"])
     ds = get_dataset(name, data_root)
@@ -209,6 +210,7 @@ def _survey(name: str, data_root: Path | None) -> tuple[str, str, str, str, str,
     kind = (
         "event (timestamp)" if events is not None else "multi-label" if ds.spec.multilabel else "multi-class"
     )
+    kind = "ASR (characters)" if ds.spec.task == "asr" else kind
     return (
         str(ds.spec.num_classes),
         kind,

@@ -32,7 +32,8 @@ class Clip:
     """One labelled clip. `labels` are class indices into the spec's `classes`.
 
     `offset`/`duration` (seconds) select a segment of the file (Speech Commands `_silence_` crops);
-    `duration=None` means the whole file from `offset`.
+    `duration=None` means the whole file from `offset`. `transcript`: the spoken text of a clip of an ASR
+    dataset (spec.task == "asr"; `labels` is then empty).
     """
 
     id: str
@@ -42,6 +43,7 @@ class Clip:
     fold: int | None = None
     offset: float = 0.0
     duration: float | None = None
+    transcript: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class DatasetSpec:
 
     `frames` maps a frontend recipe name ("fbank", "bat") to the target frame count its official
     recipe pads/crops to (e.g. ESC-50: fbank 512, bat 512). `protocol` names the training preset
-    (REFERENCE.md section 4) in probekit.train.
+    (REFERENCE.md section 4) in probekit.train. `task` is "classification" (clip labels) or "asr" (clips
+    carry transcripts; `classes` is then the official character vocabulary, index 0 the CTC blank).
     """
 
     name: str
@@ -89,6 +92,7 @@ class DatasetSpec:
     download: str = ""  # how to get it: where from and what to unpack where (one or two sentences)
     declared_classes: int | None = None  # class count of the official release when `classes` is read from disk
     split_note: str = ""  # the official split/fold protocol in one line (what `splits`/`folds` stand for)
+    task: str = "classification"  # or "asr"
 
     @property
     def num_classes(self) -> int:
@@ -153,7 +157,10 @@ class Dataset:
         h = hashlib.sha256()
         h.update(json.dumps([FINGERPRINT_VERSION, self.spec.name, split, list(self.spec.classes)]).encode())
         for c, digest in zip(clips, digests):
-            h.update(json.dumps([c.id, list(c.labels), c.fold, c.offset, c.duration, digest]).encode())
+            row = [c.id, list(c.labels), c.fold, c.offset, c.duration, digest]
+            if c.transcript is not None:  # ASR clips only, so every other fingerprint stays as it was
+                row.append(c.transcript)
+            h.update(json.dumps(row).encode())
         return f"v{FINGERPRINT_VERSION}-{h.hexdigest()[:16]}"
 
     def class_coverage(self, train: str = "train", test: str = "test") -> list[str]:
@@ -161,7 +168,7 @@ class Dataset:
         `train` (present elsewhere) and classes with no clip in `test`. Empty when both splits hold
         every class, or when the dataset lacks either split."""
         splits = self.spec.splits
-        if train not in splits or test not in splits:
+        if train not in splits or test not in splits or self.spec.task == "asr":  # ASR: no classes to cover
             return []
         seen = {s: {i for c in self.clips(s) for i in c.labels} for s in (train, test)}
         every = set(range(self.spec.num_classes))

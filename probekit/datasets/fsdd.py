@@ -1,12 +1,17 @@
-"""Free Spoken Digit Dataset: `recordings/{digit}_{speaker}_{take}.wav`, 8 kHz, takes 0-4 are the test split."""
+"""Free Spoken Digit Dataset: `recordings/{digit}_{speaker}_{take}.wav`, 8 kHz, takes 0-4 are the test split.
+
+`fsdd` is the 10-class digit task; `fsdd-asr` reads the same recordings and split as a tiny speech recognition
+task (transcript = the digit's English word, e.g. "seven"), for the ASR probe on a CPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 from probekit.datasets._common import check_options
 from probekit.datasets.base import Clip, Dataset, DatasetSpec
+from probekit.datasets.transcripts import CHARS
 from probekit.errors import DatasetError
 
 #: Longest clip 2.28 s -> 226 fbank / 229 mel frames at 16 kHz; 256 covers every clip with one length.
@@ -29,6 +34,13 @@ SPEC = DatasetSpec(
     layout="<root>/recordings/{digit}_{speaker}_{take}.wav (the public GitHub repository layout)",
 )
 ROOT_NAMES = ("fsdd", "free-spoken-digit-dataset", "FSDD")
+#: fsdd-asr: the official character vocabulary as classes (index 0: the CTC blank), task "asr"
+SPEC_ASR = dataclasses.replace(
+    SPEC, name="fsdd-asr", classes=CHARS, class_ids=CHARS, task="asr", protocol="fsdd-asr", metric="WER",
+    description="FSDD as a tiny ASR task: transcript = the spoken digit's word (zero..nine); "
+    "the official split of `fsdd` (takes 0-4 test).",
+)
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)$")
 TEST_TAKES = range(5)
 
@@ -44,6 +56,7 @@ def detect(path: Path) -> Path | None:
 
 def open_dataset(spec: DatasetSpec, root: Path, **options) -> Dataset:
     check_options(spec.name, options, ())
+    asr = spec.task == "asr"
     recordings = root / "recordings"
     cache: dict[str, list[Clip]] = {}
 
@@ -59,7 +72,11 @@ def open_dataset(spec: DatasetSpec, root: Path, **options) -> Dataset:
                     )
                 digit, take = int(m.group(1)), int(m.group(3))
                 s = "test" if take in TEST_TAKES else "train"
-                by_split[s].append(Clip(id=path.stem, path=path, labels=(digit,), split=s))
+                if asr:
+                    clip = Clip(id=path.stem, path=path, labels=(), split=s, transcript=DIGIT_WORDS[digit])
+                else:
+                    clip = Clip(id=path.stem, path=path, labels=(digit,), split=s)
+                by_split[s].append(clip)
             if not any(by_split.values()):
                 raise DatasetError(f"{recordings}: no .wav files", hint=f"expected {spec.layout}")
             cache.update(by_split)

@@ -27,6 +27,7 @@ from probekit.datasets import (
     gtzan,
     hear,
     hfdata,
+    librispeech,
     manifest,
     nsynth,
     speechcommands,
@@ -98,6 +99,10 @@ register_dataset(dcase2016.SPEC, dcase2016.open_dataset, detect=dcase2016.detect
 for _spec in birdset.SPECS.values():  # BirdSet test sets (save_to_disk folders of DBD-research-group/BirdSet)
     register_dataset(_spec, birdset.open_dataset, detect=birdset.detector(_spec.name),
                      root_names=birdset.root_names(_spec.name))
+
+register_dataset(fsdd.SPEC_ASR, fsdd.open_dataset, detect=fsdd.detect, root_names=fsdd.ROOT_NAMES)
+register_dataset(librispeech.SPEC, librispeech.open_dataset, detect=librispeech.detect,
+                 root_names=librispeech.ROOT_NAMES)
 
 #: Training protocols declared next to their datasets; probekit.train.protocols registers them by name.
 DECLARED_PROTOCOLS: tuple[ProtocolDecl, ...] = (

@@ -5,7 +5,8 @@
 """
 
 # importing the probe modules registers their probes
-from probekit.probes import attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401
+from probekit.probes import asr, attentive, cgp, efficient, head2toe, linear, prototypes  # noqa: F401
+from probekit.probes.asr import ASRProbe
 from probekit.probes import vqt as _vqt  # noqa: F401
 from probekit.probes.attentive import MHCA
 from probekit.probes.base import PROBES, Probe, get_probe_class, list_probes, make_probe, register_probe
@@ -19,6 +20,7 @@ from probekit.probes.vqt import VQT
 
 __all__ = [
     "ABMILP",
+    "ASRProbe",
     "AIMPool",
     "CGP",
     "EfficientProbe",

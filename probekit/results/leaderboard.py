@@ -208,6 +208,9 @@ def leaderboard(
     dom = frame("in_domain", False, bool)
 
     summary_cols = pd.MultiIndex.from_tuples([(s, "") for s in SUMMARY], names=["dataset", "probe"])
+    from probekit.train.metrics import LOWER_IS_BETTER
+
+    lower = [c for c in cols if col_metric[c] and col_metric[c] <= LOWER_IS_BETTER]  # WER columns
     coverage = mean.notna().sum(axis=1).astype(int)
     out = mean.copy()
     if len(cols):
@@ -216,6 +219,10 @@ def leaderboard(
         complete = coverage == len(cols)
         out[("mean", "")] = mean[complete].mean(axis=1).reindex(index)
         ranks = mean[complete].rank(axis=0, ascending=False, method="min")
+        if lower:  # error rates (ASR WER) rank ascending; a mean mixing them with scores means nothing
+            ranks[lower] = mean[complete][lower].rank(axis=0, ascending=True, method="min")
+            if len(lower) < len(cols):
+                out[("mean", "")] = np.nan
         out[("rank", "")] = ranks.mean(axis=1).reindex(index)
     else:
         out = pd.DataFrame(index=index, columns=summary_cols, dtype=float)
@@ -223,7 +230,8 @@ def leaderboard(
     for c in out.columns:
         col = out[c]
         if col.notna().any():
-            target = col.min() if c == ("rank", "") else col.max()
+            low = c == ("rank", "") or c in lower or (c == ("mean", "") and len(lower) == len(cols))
+            target = col.min() if low else col.max()
             best[c] = np.isclose(col, target, rtol=0, atol=1e-9) & col.notna()
     pad = lambda f, fill: f.reindex(columns=out.columns, fill_value=fill)
     out.attrs = {

@@ -32,8 +32,8 @@ from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
 from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
-from probekit.train.losses import LOSSES, make_loss
-from probekit.train.metrics import EvalResult, evaluate_scores
+from probekit.train.losses import LOSSES, check_task_data, make_loss, task_loss
+from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores
 from probekit.train.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "fit_state.pt"
@@ -354,14 +354,20 @@ class _Evaluator:
 
     def __call__(self, probe: Probe, state: _FitState) -> float:
         cfg = self.config
-        run_predict = predict if self.dp is None else (lambda *a, **k: self.dp.predict(predict, *a, **k))
-        scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size, device=self.device,
-                             amp=cfg.amp)
-        labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
-        metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
+        task = getattr(probe, "task", None)
+        if task is not None:  # a sequence task (ASR: WER/CER, lower is better) scores itself
+            metrics = task.evaluate(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
+                                    device=self.device, amp=cfg.amp)
+        else:
+            run_predict = predict if self.dp is None else (lambda *a, **k: self.dp.predict(predict, *a, **k))
+            scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
+                                 device=self.device, amp=cfg.amp)
+            labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
+            metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
         value = _selection_value(metrics)
         state.last_metrics = metrics
-        if cfg.selection == "best_val" and (state.best_score is None or value >= state.best_score):
+        if cfg.selection == "best_val" and (state.best_score is None or at_least_as_good(metrics, value,
+                                                                                          state.best_score)):
             # ">=": a later step with an equal score wins, as the official trainer
             state.best_score, state.best_step, state.best_metrics = value, state.step, metrics
             state.best_state = {k: v.detach().cpu().clone() for k, v in probe.state_dict().items()}
@@ -434,7 +440,10 @@ class _Run:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = probe(batch)
         logits = logits.float()
-        if logits.ndim == 3:  # one head per output: each trains as if alone
+        task = getattr(probe, "task", None)
+        if task is not None:  # a sequence task (ASR: CTC on (B, T', C) log-probabilities) computes its loss
+            loss = task.loss(logits, batch)
+        elif logits.ndim == 3:  # one head per output: each trains as if alone
             loss = sum(self.loss_fn(logits[:, h], batch.labels) for h in range(logits.shape[1]))
         else:
             loss = self.loss_fn(logits, batch.labels)
@@ -456,7 +465,8 @@ def _setup(probe: Probe, data: TokenData, config: TrainConfig, train_idx: np.nda
     """Device, optimiser, loss and schedule of a run; seeds torch."""
     total, warmup, per_epoch = config.schedule(len(train_idx))
     device = resolve_device(config.device)
-    loss_fn = make_loss(
+    task = getattr(probe, "task", None)
+    loss_fn = task_loss(probe, config.loss) if task is not None or config.loss == "ctc" else make_loss(
         config.loss,
         multilabel=data.multilabel,
         asl_gamma_neg=config.asl_gamma_neg,
@@ -482,6 +492,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
         )
     _check_probe_matches(probe, data, "training")
     require_live(probe, data)  # a probe that trains inside the encoder (VQT) cannot read a token cache
+    check_task_data(probe, data, "training")
     train_idx = (
         np.arange(data.num_clips, dtype=np.int64)
         if train_indices is None
@@ -495,6 +506,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
     if val_data is not None:
         _check_probe_matches(probe, val_data, "validation")
         require_live(probe, val_data)
+        check_task_data(probe, val_data, "validation")
         val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
     elif config.selection == "best_val":
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""Training losses: BCE (multi-label), cross-entropy (multi-class), asymmetric loss (ASL)."""
+"""Training losses: BCE (multi-label), cross-entropy (multi-class), asymmetric loss (ASL); CTC for the ASR
+probe (computed by its task, `probekit.train.ctc.CTCTask`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from probekit.errors import ConfigError
 
-LOSSES = ("auto", "bce", "ce", "asl")
+LOSSES = ("auto", "bce", "ce", "asl", "ctc")
 
 
 class AsymmetricLoss(nn.Module):
@@ -88,6 +89,9 @@ def make_loss(
         from probekit.errors import suggest
 
         raise ConfigError(f"unknown loss {name!r}", hint=suggest(name, LOSSES))
+    if name == "ctc":
+        raise ConfigError("loss 'ctc' trains the ASR probe on transcripts, not clip labels",
+                          hint="use probe 'asr' on an ASR dataset, or loss auto/bce/ce/asl")
     if name == "auto":
         name = "bce" if multilabel else "ce"
     if name == "ce":
@@ -109,3 +113,28 @@ def make_loss(
         focal_grad=asl_focal_grad,
     )
     return lambda logits, y: asl(logits, as_targets(logits, y))
+
+
+def task_loss(probe, name: str) -> Callable:
+    """The loss of a probe with a sequence task (the ASR probe: CTC): `task.loss(output, batch)`.
+    Loss names other than the task's ("auto", "ctc") are refused, as is "ctc" for a clip-level probe."""
+    task = getattr(probe, "task", None)
+    if task is None:
+        make_loss(name, multilabel=False)  # raises the one-line error for "ctc"
+    if name not in task.loss_names:
+        raise ConfigError(f"probe {probe.name!r} trains with CTC, not loss {name!r}",
+                          hint="leave loss at 'auto' (or 'ctc')")
+    return task.loss
+
+
+def check_task_data(probe, data, what: str) -> None:
+    """Refuse a clip-level probe on transcripts (an ASR dataset) and the ASR probe on class labels."""
+    from probekit.errors import ProbeError
+    from probekit.train.ctc import is_transcript_labels
+
+    task = getattr(probe, "task", None)
+    if task is not None:
+        task.check_data(probe.name, data, what)
+    elif is_transcript_labels(data.labels, data.multilabel):
+        raise ProbeError(f"probe {probe.name!r} predicts one label per clip, but the {what} data holds "
+                         "transcripts (an ASR dataset)", hint="use probe 'asr' on ASR datasets")

@@ -198,3 +198,12 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray, multilabel: bool,
              for h, n in enumerate(names)}
     last = heads[names[-1]]
     return replace(last, heads=heads)
+
+
+#: Headline metrics where smaller is better (ASR error rates); every other metric is larger-is-better.
+LOWER_IS_BETTER = frozenset({"WER", "CER"})
+
+
+def at_least_as_good(metrics: EvalResult, new: float, old: float) -> bool:
+    """`new >= old` for the headline metric of `metrics`, `new <= old` for an error rate (WER)."""
+    return new <= old if metrics.primary_name in LOWER_IS_BETTER else new >= old

@@ -27,6 +27,7 @@ from probekit.probes.base import Probe, make_probe
 from probekit.tokens import TokenData
 from probekit.train.data import ConcatTokens, holdout_split
 from probekit.train.fit import FitResult, TrainConfig, fit, predict
+from probekit.train.losses import check_task_data
 from probekit.train.metrics import EvalResult, evaluate_scores
 
 
@@ -177,8 +178,8 @@ for _p in (
         ),
         Protocol(
             "unmute",
-            "Unmute benchmark: 30 epochs, batch 128, cosine (no warmup), ASL (reference 4/1/0.05); last epoch; "
-            "lr and weight decay tuned",
+            "Unmute benchmark: 30 epochs, batch 128, cosine (no warmup), ASL as Bird-MAE's code (4/1/0.05, mean, "
+            "gradient through the focal weight); last epoch; lr and weight decay tuned",
             TrainConfig(
                 batch_size=128,
                 steps=None,
@@ -189,15 +190,24 @@ for _p in (
                 asl_gamma_neg=4.0,
                 asl_gamma_pos=1.0,
                 asl_clip=0.05,
-                asl_reduction="sum",
+                asl_reduction="mean",
+                asl_focal_grad=True,
                 selection="last",
             ),
             False,
             "mAP",
-            source="Rauch et al., 'Unmute the patch tokens' (ASL parameters not stated: reference)",
+            source="Rauch et al., 'Unmute the patch tokens' (ASL parameters not stated: the authors' Bird-MAE "
+            "code, DBD-research-group/Bird-MAE util/asymmetric_loss.py defaults, disable_torch_grad_focal_loss=False)",
         ),
     ):
     PROTOCOLS.register(_p.name, _p)
+
+# presets declared beside their datasets (the BAT LibriSpeech recipe; FSDD as tiny ASR)
+from probekit.datasets import librispeech as _librispeech  # noqa: E402
+
+for _d in _librispeech.PROTOCOL_PRESETS:
+    PROTOCOLS.register(_d["name"], Protocol(_d["name"], _d["description"], TrainConfig(**_d["train"]), False,
+                                            _d["metric"], source=_d["source"]))
 
 
 def _register_declared() -> None:
@@ -284,6 +294,9 @@ def _choose_head(val_metrics: EvalResult | None) -> str | None:
 def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_size: int, amp: bool,
                  progress: bool) -> tuple[EvalResult, np.ndarray]:
     """Test metrics of a fitted probe; for several heads, the validation-chosen head's on top."""
+    task = getattr(res.probe, "task", None)
+    if task is not None:  # a sequence task (ASR) scores itself (WER/CER); there are no per-clip scores
+        return task.evaluate(res.probe, data, indices, batch_size=batch_size, amp=amp), None
     scores = predict(res.probe, data, indices, batch_size=batch_size, amp=amp, progress=progress)
     labels = data.labels if indices is None else data.labels[indices]
     m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
@@ -357,6 +370,7 @@ def run_protocol(
         return _cross_validate(proto, config, new_probe, train, test, frac=frac, seed=int(seed), t0=t0,
                                sub_ckpt=sub_ckpt, on_eval=on_eval, progress=progress, probe_name=probe_name)
     probe = new_probe()
+    check_task_data(probe, train, "training")  # before any holdout split of the labels
     val_source, used_frac = "none", None
     fit_kwargs: dict[str, Any] = {}
     # validation data: for best_val, when given, and to choose a multi-head probe's head (never test)

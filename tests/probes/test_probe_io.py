@@ -29,7 +29,7 @@ SMALL = {"cgp": {"prototypes": 16}, "protobin": {"prototypes": 16},
          "mlp": {"hidden_dim": 32}}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", [n for n in list_probes() if not needs_encoder(get_probe_class(n))])  # vqt: test_vqt.py
+@pytest.mark.parametrize("name", [n for n in list_probes() if not needs_encoder(get_probe_class(n)) and n != "asr"])  # vqt, asr: own files
 def test_round_trip_gives_the_same_outputs(tmp_path, name):
     probe = make_probe(name, num_layers=L, embed_dim=D, num_classes=C, seed=3, **SMALL.get(name, {}))
     with torch.no_grad():  # trained state: move every parameter off its init

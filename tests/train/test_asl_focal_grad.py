@@ -58,3 +58,14 @@ def test_train_config_takes_the_option():
     TrainConfig(loss="asl", asl_focal_grad=True).validate()
     with pytest.raises(ConfigError, match="asl_focal_grad"):
         TrainConfig(asl_focal_grad="yes").validate()
+
+
+def test_unmute_preset_uses_birdmae_asl_with_the_focal_gradient():
+    """The unmute benchmark (Bird-MAE's group) trains with Bird-MAE's ASL: 4/1/0.05, mean, focal gradient."""
+    from probekit.train import get_protocol
+
+    t = get_protocol("unmute").train
+    assert (t.loss, t.asl_gamma_neg, t.asl_gamma_pos, t.asl_clip, t.asl_reduction, t.asl_focal_grad) == (
+        "asl", 4.0, 1.0, 0.05, "mean", True)
+    for name in ("as20k", "as2m"):  # BAT's presets keep the detached focal weight (its engine/utils.py)
+        assert get_protocol(name).train.asl_focal_grad is False

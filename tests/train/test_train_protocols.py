@@ -12,7 +12,7 @@ from probekit.train import ConcatTokens, get_protocol, holdout_split, list_proto
 
 
 def test_presets_match_the_official_table():
-    assert {"as20k", "as2m", "esc50", "sc2", "fsdd", "default", "unmute", "hsn"} <= set(list_protocols())
+    assert {"as20k", "as2m", "esc50", "sc2", "fsdd", "default", "unmute", "hsn", "fsdd-asr", "librispeech"} <= set(list_protocols())
     expect = {  # batch, steps, warmup, wd, loss, selection
         "as20k": (48, 20000, 500, 0.05, "asl", "last"),
         "as2m": (96, 200000, 2000, 0.05, "asl", "last"),
