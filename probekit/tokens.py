@@ -41,9 +41,12 @@ class TokenRequest:
 class TokenBatch:
     """One batch. patch (B, Ls, N, D) and cls (B, Ls, D) are float32 or None when not requested.
 
-    labels: (B, C) float32 multi-hot when multilabel, else (B,) int64 class indices.
+    labels: (B, C) float32 multi-hot when multilabel, else (B,) int64 class indices; for event tasks
+        (probekit.train.events.FrameTokens) (B, T, C) float32 multi-hot per token time row.
     valid_rows: (B,) int64 time rows holding real audio (of grid[0]).
     index: (B,) int64 clip positions in the source.
+    grid: the (time rows, frequency columns) token grid, where the source says it (frame-wise heads need
+        it to fold the N = T*F time-major tokens back into rows); None otherwise.
     """
 
     patch: torch.Tensor | None
@@ -51,10 +54,12 @@ class TokenBatch:
     labels: torch.Tensor
     valid_rows: torch.Tensor
     index: torch.Tensor
+    grid: tuple[int, int] | None = None
 
     def to(self, device) -> TokenBatch:
         mv = lambda t: None if t is None else t.to(device, non_blocking=True)
-        return TokenBatch(mv(self.patch), mv(self.cls), mv(self.labels), mv(self.valid_rows), mv(self.index))
+        return TokenBatch(mv(self.patch), mv(self.cls), mv(self.labels), mv(self.valid_rows), mv(self.index),
+                          self.grid)
 
 
 @runtime_checkable
@@ -139,4 +144,4 @@ class InMemoryTokens:
             patch = self.patch[b][:, layers].float() if request.patch and self.patch is not None else None
             cls = self.cls[b][:, layers].float() if request.cls and self.cls is not None else None
             labels = torch.as_tensor(self.labels[b.numpy()])
-            yield TokenBatch(patch, cls, labels, torch.as_tensor(self.valid_rows[b.numpy()]), b)
+            yield TokenBatch(patch, cls, labels, torch.as_tensor(self.valid_rows[b.numpy()]), b, self.grid)
