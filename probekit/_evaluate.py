@@ -125,15 +125,19 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     from probekit.cache.keys import key_digest
     from probekit.cache.reader import CacheReader, open_cache
 
+    from probekit.train.events import with_frame_targets  # event tasks: frame targets on the tokens
+
     bb, ds, split = p.backbone, p.dataset, p.split
     if online:
         from probekit.cache.online import OnlineTokens
 
         tokens = OnlineTokens(p, run)
-        return Prepared(tokens, tokens.backbone, ds, split, key_digest(tokens.cache_key()), None, 0.0, False, True)
+        return Prepared(with_frame_targets(tokens, p), tokens.backbone, ds, split, key_digest(tokens.cache_key()),
+                        None, 0.0, False, True)
     try:
         reader = open_cache(p)
-        return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), 0.0, True)
+        return Prepared(with_frame_targets(reader, p), bb, ds, split, key_digest(reader.store.key),
+                        Path(reader.path), 0.0, True)
     except CacheError as missing:
         reason = str(missing)
     if dry_run:
@@ -150,7 +154,8 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     store = run_extraction(p, run).store
     seconds = time.perf_counter() - t0
     reader = CacheReader(store.path)
-    return Prepared(reader, bb, ds, split, key_digest(reader.store.key), Path(reader.path), seconds, False)
+    return Prepared(with_frame_targets(reader, p), bb, ds, split, key_digest(reader.store.key), Path(reader.path),
+                    seconds, False)
 
 
 # ---- runs ---------------------------------------------------------------------------------------------
@@ -444,6 +449,9 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
     `dry_run`, the plan (clips, steps, an estimated time) is given to `log` / appended to `plans`."""
     import warnings
 
+    from probekit.train.events import check_probes_for
+
+    check_probes_for(ds, probes)  # event tasks take frame-wise heads only; refused before any extraction
     spec = ds.spec
     proto = protocol_for(o.train.protocol, spec)
     train_split, test_split_, val_split = _splits(spec, proto, o.train.test_split)

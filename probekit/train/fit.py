@@ -31,6 +31,7 @@ from probekit.probes.base import Probe
 from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
 from probekit.train.losses import LOSSES, make_loss
+from probekit.train.events import check_fit
 from probekit.train.metrics import EvalResult, evaluate_scores
 from probekit.train.schedule import warmup_cosine
 
@@ -352,8 +353,12 @@ class _Evaluator:
         cfg = self.config
         scores = predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size, device=self.device,
                          amp=cfg.amp)
-        labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
-        metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
+        task = getattr(self.data, "event_task", None)  # event tasks: scored as events (train.events)
+        if task is not None:
+            metrics = task.evaluate(scores, self.indices, probe)
+        else:
+            labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
+            metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
         value = _selection_value(metrics)
         state.last_metrics = metrics
         if cfg.selection == "best_val" and (state.best_score is None or value >= state.best_score):
@@ -424,7 +429,7 @@ class _Run:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = probe(batch)
         logits = logits.float()
-        if logits.ndim == 3:  # one head per output: each trains as if alone
+        if logits.ndim == 3 and not getattr(probe, "frame_wise", False):  # one head per output: each trains alone
             loss = sum(self.loss_fn(logits[:, h], batch.labels) for h in range(logits.shape[1]))
         else:
             loss = self.loss_fn(logits, batch.labels)
@@ -471,6 +476,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
             f"fit needs a probekit Probe, got {type(probe).__name__}", hint="build one with make_probe"
         )
     _check_probe_matches(probe, data, "training")
+    check_fit(probe, data)  # frame-wise probes on event tasks only, and only they
     train_idx = (
         np.arange(data.num_clips, dtype=np.int64)
         if train_indices is None
@@ -483,6 +489,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
     val_idx = None
     if val_data is not None:
         _check_probe_matches(probe, val_data, "validation")
+        check_fit(probe, val_data)
         val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
     elif config.selection == "best_val":
         raise ConfigError(

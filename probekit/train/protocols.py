@@ -263,6 +263,9 @@ def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_si
                  progress: bool) -> tuple[EvalResult, np.ndarray]:
     """Test metrics of a fitted probe; for several heads, the validation-chosen head's on top."""
     scores = predict(res.probe, data, indices, batch_size=batch_size, amp=amp, progress=progress)
+    task = getattr(data, "event_task", None)  # event tasks: scored as events (train.events)
+    if task is not None:
+        return task.evaluate(scores, indices, res.probe), scores
     labels = data.labels if indices is None else data.labels[indices]
     m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
     head = _choose_head(res.val_metrics)
