@@ -138,9 +138,14 @@ def test_each_frame_head_fits_in_memory_tokens(name):
     data = _toy([(Event(0, 0.3, 0.9), Event(1, 1.5, 2.2))] * 6)
     hp = {"prototypes": 16} if name in ("sed-cgp", "sed-protobin") else {}
     probe = make_probe(name, num_layers=2, embed_dim=4, num_classes=2, seed=0, **hp)
-    res = fit(probe, data, val_data=data, config=TrainConfig(steps=3, batch_size=4, eval_every=3), progress=False)
+    cfg = TrainConfig(steps=3, batch_size=4, eval_every=3, seed=2)
+    res = fit(probe, data, val_data=data, config=cfg, progress=False)
     assert res.val_metrics.primary_name == "event_onset_200ms_fms"
     assert predict(res.probe, data).shape == (6, 20, 2)
+    again = fit(make_probe(name, num_layers=2, embed_dim=4, num_classes=2, seed=0, **hp), data, config=cfg,
+                progress=False)  # deterministic under a seed
+    for (k, a), b in zip(res.probe.state_dict().items(), again.probe.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 # ---- end to end on the FSDD event task ---------------------------------------------------------------------
