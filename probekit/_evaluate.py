@@ -125,18 +125,22 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     from probekit.cache.keys import key_digest
     from probekit.cache.reader import CacheReader, open_cache
 
+    from probekit.train.events import with_frame_targets  # event tasks: frame targets on the tokens
+
     bb, ds, split = p.backbone, p.dataset, p.split
     if online:
         from probekit.cache.online import OnlineTokens
 
         tokens = OnlineTokens(p, run)
-        return Prepared(tokens, tokens.backbone, ds, split, key_digest(tokens.cache_key()), None, 0.0, False, True)
+        return Prepared(with_frame_targets(tokens, p), tokens.backbone, ds, split, key_digest(tokens.cache_key()),
+                        None, 0.0, False, True)
     from probekit.distributed import barrier
 
     try:
         reader = open_cache(p)
         barrier()  # under torchrun: one barrier per split on every rank, whichever way it got the tokens
-        return Prepared(reader, bb, ds, split, key_digest(reader.store.key), reader.path, 0.0, True)
+        return Prepared(with_frame_targets(reader, p), bb, ds, split, key_digest(reader.store.key), reader.path,
+                        0.0, True)
     except CacheError as missing:
         reason = str(missing)
     if dry_run:
@@ -154,7 +158,8 @@ def prepare_planned(p, run: RunOptions, *, online: bool, confirm: Callable[[str]
     barrier()  # under torchrun each rank extracted its shards: all must be done before anyone reads
     seconds = time.perf_counter() - t0
     reader = CacheReader(store.path)
-    return Prepared(reader, bb, ds, split, key_digest(reader.store.key), reader.path, seconds, False)
+    return Prepared(with_frame_targets(reader, p), bb, ds, split, key_digest(reader.store.key), reader.path,
+                    seconds, False)
 
 
 # ---- runs ---------------------------------------------------------------------------------------------
@@ -453,6 +458,10 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
 
     # VQT and the like run the encoder themselves: online only, on a backbone that takes query tokens
     check_live_probes([get_probe_class(p) for p in probes], bb, online)
+
+    from probekit.train.events import check_probes_for
+
+    check_probes_for(ds, probes)  # event tasks take frame-wise heads only; refused before any extraction
     spec = ds.spec
     proto = protocol_for(o.train.protocol, spec)
     from probekit.train.ctc import check_probe_fits_dataset

@@ -245,6 +245,10 @@ class Predictor:
         from probekit.tokens import InMemoryTokens
         from probekit.train.fit import predict
 
+        if getattr(self.probe, "frame_wise", False):  # (B, T, C) row scores are not clip scores
+            raise ProbeError(f"{self.probe_path}: {self.probe.name!r} is a frame-wise (event detection) head; "
+                             "`probekit predict` scores whole clips",
+                             hint="its event metrics are in the record; predicting events of new files is not built yet")
         paths = [Path(p) for p in paths]
         good, errors = self._features(paths)
         out = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)

@@ -41,10 +41,12 @@ class TokenRequest:
 class TokenBatch:
     """One batch. patch (B, Ls, N, D) and cls (B, Ls, D) are float32 or None when not requested.
 
-    labels: (B, C) float32 multi-hot when multilabel, else (B,) int64 class indices.
+    labels: (B, C) float32 multi-hot when multilabel, else (B,) int64 class indices; for event tasks
+        (probekit.train.events.FrameTokens) (B, T, C) float32 multi-hot per token time row.
     valid_rows: (B,) int64 time rows holding real audio (of grid[0]).
     index: (B,) int64 clip positions in the source.
-    grid: the (time, frequency) token grid of `patch` (N = T * F, time-major), where the source knows it.
+    grid: the (time rows, frequency columns) token grid, where the source says it (frame-wise heads need
+        it to fold the N = T*F time-major tokens back into rows); None otherwise.
     ASR data: labels are (B, S) int64 character ids padded with 0 (the CTC blank); `target_lengths` counts them.
     """
 

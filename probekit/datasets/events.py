@@ -1,8 +1,9 @@
 """Event (timestamp) annotations: HEAR event tasks and strong-label manifests (`events:PATH.csv`).
 
-An event dataset lists, per split, each file with its labelled events (onset/offset in seconds). Clip-level
-probes cannot train on it: `clips()` refuses with a line naming the missing frame-wise heads, so `probekit
-extract/probe/tune/evaluate` stop with a clear message instead of training on the wrong targets.
+An event dataset lists, per split, each file with its labelled events (onset/offset in seconds). `clips()`
+lists the files for extraction (labels: the classes with an event in the file, never used as targets);
+the frame-wise heads (`probekit.probes.framewise`) train on frame targets made from `events()` at the token
+grid's time resolution (`probekit.train.events`). Clip-level probes refuse event tasks (`FRAMEWISE`).
 
 `events:PATH.csv` columns: `path,label,onset,offset,split` (one row per event; a file with several events
 has several rows; seconds; `path` relative to the CSV's folder or absolute). Checked: onset >= 0,
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit.datasets._common import check_options
-from probekit.datasets.base import Dataset, DatasetSpec
+from probekit.datasets.base import Clip, Dataset, DatasetSpec
 from probekit.errors import DatasetError
 
 PREFIX = "events:"
@@ -26,8 +27,8 @@ SPLITS = ("train", "valid", "test")
 LAYOUT = (
     "a CSV with columns path,label,onset,offset,split (seconds; one row per event; paths relative to the CSV)"
 )
-#: Frame-wise (timestamp) heads are not built; clip-level probes refuse event tasks with this pointer.
-FRAMEWISE = "frame-wise (timestamp) heads are not built yet (issue 18 follow-up: frame-wise heads)"
+#: Clip-level probes refuse event tasks with this pointer to the frame-wise heads.
+FRAMEWISE = "use a frame-wise head: sed-cgp, sed-protobin, sed-linear, sed-lcgp, sed-h2t"
 #: Slack on `offset <= duration`: annotation tools round times to 1-10 ms.
 DURATION_SLACK_S = 0.01
 
@@ -52,19 +53,17 @@ class EventClip:
 
 
 class EventDataset(Dataset):
-    """A dataset of timestamped events. `events(split)` lists them; `clips(split)` refuses (no clip labels)."""
+    """A dataset of timestamped events. `events(split)` lists them; `clips(split)` lists the files (for
+    token extraction) with the classes present as labels; frame targets come from `events`."""
 
     kind = "event"
 
     def __init__(self, spec: DatasetSpec, root: Path, by_split: dict[str, list[EventClip]]):
-        super().__init__(spec, root, self._refuse)
+        super().__init__(spec, root, self._files)
         self._events = by_split
 
-    def _refuse(self, split: str):
-        raise DatasetError(
-            f"{self.spec.name} is an event (timestamp) task: clip-level probes cannot train on it",
-            hint=f"{FRAMEWISE}; its annotations are in dataset.events(split)",
-        )
+    def _files(self, split: str) -> list[Clip]:
+        return [Clip(c.id, c.path, tuple(sorted({e.label for e in c.events})), split) for c in self._events[split]]
 
     def events(self, split: str) -> list[EventClip]:
         if split not in self.spec.splits:
@@ -194,7 +193,7 @@ def parse_events_manifest(
         clip_seconds=0.0,
         splits=splits,
         protocol="default",
-        metric="event_onset_fms",
+        metric="event_onset_200ms_fms",
         description=f"strong-label manifest {csv_path} ({len(rows)} events in {len(files)} files)",
         layout=LAYOUT,
         source=str(csv_path.resolve()),

@@ -21,8 +21,8 @@ fold (cyclic), train = the rest. HEAR's primary metric maps to probekit's: top1_
 accuracy, mAP -> mAP; others (d_prime, aucroc, chroma_acc) are not computed by probekit: the spec names
 accuracy (multiclass) or mAP (multilabel) and `dataset.warnings` says so.
 
-Event tasks load as `probekit.datasets.events.EventDataset` (annotations in seconds); clip-level probes
-refuse them (see `events.FRAMEWISE`).
+Event tasks load as `probekit.datasets.events.EventDataset` (annotations in seconds): the frame-wise heads
+train on them (`probekit.train.events`, scored with HEAR's event metrics); clip-level probes refuse them.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def audio_rate(root: Path, sample_rate: int | None = None) -> int:
 
 def _metric(meta: dict, multilabel: bool) -> tuple[str, list[str]]:
     evaluation = meta.get("evaluation") or []
-    if meta["embedding_type"] == "event":  # scored by frame-wise heads, which are not built: keep HEAR's name
+    if meta["embedding_type"] == "event":  # scored by the frame-wise heads with HEAR's metrics
         return (evaluation[0] if evaluation else "event_onset_200ms_fms"), []
     fallback = "mAP" if multilabel else "accuracy"
     if not evaluation:

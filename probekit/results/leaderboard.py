@@ -60,7 +60,8 @@ class _ProbeNames(dict):
 
 PROBE_NAMES = _ProbeNames(finetune="FT")  # fine-tuning is no probe
 _DATASET_ORDER = list(DATASET_NAMES)
-_PROBE_ORDER = ["finetune", "cgp", "protobin", "proto", "mhca", "mlp", "lcgp", "linear", "layers"]
+_PROBE_ORDER = ["finetune", "cgp", "protobin", "proto", "mhca", "mlp", "lcgp", "linear", "layers",
+                "sed-cgp", "sed-protobin", "sed-linear", "sed-lcgp", "sed-h2t"]  # frame-wise heads (event tasks)
 # A backbone pretrained on the left saw (the clips of) the datasets on the right.
 _COVERS = {"as2m": {"as2m", "as20k"}, "audioset": {"as2m", "as20k"}}
 

@@ -32,6 +32,7 @@ from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
 from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
+from probekit.train.events import check_fit
 from probekit.train.losses import LOSSES, check_task_data, make_loss, task_loss
 from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores
 from probekit.train.schedule import warmup_cosine
@@ -355,11 +356,16 @@ class _Evaluator:
     def __call__(self, probe: Probe, state: _FitState) -> float:
         cfg = self.config
         task = getattr(probe, "task", None)
+        event_task = getattr(self.data, "event_task", None)  # event tasks: scored as events (train.events)
+        run_predict = predict if self.dp is None else (lambda *a, **k: self.dp.predict(predict, *a, **k))
         if task is not None:  # a sequence task (ASR: WER/CER, lower is better) scores itself
             metrics = task.evaluate(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
                                     device=self.device, amp=cfg.amp)
+        elif event_task is not None:
+            scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
+                                 device=self.device, amp=cfg.amp)
+            metrics = event_task.evaluate(scores, self.indices, probe)
         else:
-            run_predict = predict if self.dp is None else (lambda *a, **k: self.dp.predict(predict, *a, **k))
             scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
                                  device=self.device, amp=cfg.amp)
             labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
@@ -443,7 +449,7 @@ class _Run:
         task = getattr(probe, "task", None)
         if task is not None:  # a sequence task (ASR: CTC on (B, T', C) log-probabilities) computes its loss
             loss = task.loss(logits, batch)
-        elif logits.ndim == 3:  # one head per output: each trains as if alone
+        elif logits.ndim == 3 and not getattr(probe, "frame_wise", False):  # one head per output: each trains alone
             loss = sum(self.loss_fn(logits[:, h], batch.labels) for h in range(logits.shape[1]))
         else:
             loss = self.loss_fn(logits, batch.labels)
@@ -493,6 +499,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
     _check_probe_matches(probe, data, "training")
     require_live(probe, data)  # a probe that trains inside the encoder (VQT) cannot read a token cache
     check_task_data(probe, data, "training")
+    check_fit(probe, data)  # frame-wise probes on event tasks only, and only they
     train_idx = (
         np.arange(data.num_clips, dtype=np.int64)
         if train_indices is None
@@ -507,6 +514,7 @@ def _check_inputs(probe, data, config, train_indices, val_data, val_indices):
         _check_probe_matches(probe, val_data, "validation")
         require_live(probe, val_data)
         check_task_data(probe, val_data, "validation")
+        check_fit(probe, val_data)
         val_idx = None if val_indices is None else np.asarray(val_indices, np.int64)
     elif config.selection == "best_val":
         raise ConfigError(

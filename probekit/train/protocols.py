@@ -298,6 +298,9 @@ def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_si
     if task is not None:  # a sequence task (ASR) scores itself (WER/CER); there are no per-clip scores
         return task.evaluate(res.probe, data, indices, batch_size=batch_size, amp=amp), None
     scores = predict(res.probe, data, indices, batch_size=batch_size, amp=amp, progress=progress)
+    task = getattr(data, "event_task", None)  # event tasks: scored as events (train.events)
+    if task is not None:
+        return task.evaluate(scores, indices, res.probe), scores
     labels = data.labels if indices is None else data.labels[indices]
     m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
     head = _choose_head(res.val_metrics)

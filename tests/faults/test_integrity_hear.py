@@ -66,10 +66,13 @@ def test_two_hear_tasks_of_one_name_get_two_record_identities(pairs, tmp_path):
     assert a.name == b.name and dataset_identity(a) and dataset_identity(a) != dataset_identity(b)
 
 
-def test_event_task_through_extract_is_one_line(tmp_path, fsdd_root, capsys):
+def test_event_task_extracts_and_refuses_clip_probes_in_one_line(tmp_path, fsdd_root, capsys):
     root = event_task(tmp_path / "ev", fsdd_root)
-    rc, _, err = cli(capsys, "extract", "--backbone", "bat-tiny", "--dataset", f"hear:{root}", "--cache-dir",
-                     str(tmp_path / "c"), "--device", "cpu")  # fmt: skip
+    rc, _, err = cli(capsys, "extract", "--backbone", "bat-tiny", "--dataset", f"hear:{root}", "--split", "test",
+                     "--cache-dir", str(tmp_path / "c"), "--device", "cpu")  # fmt: skip
+    assert rc == 0, err  # the frame-wise heads train on these tokens
+    rc, _, err = cli(capsys, "probe", "linear", "--backbone", "bat-tiny", "--dataset", f"hear:{root}", "--cache-dir",
+                     str(tmp_path / "c"), "--device", "cpu", "--yes")  # fmt: skip
     assert_user_error(rc, err, "event (timestamp) task", "frame-wise")
 
 

@@ -21,12 +21,13 @@ def _batch(d: int = D, layers: int = L) -> TokenBatch:
         labels=torch.zeros(B, dtype=torch.long),
         valid_rows=torch.full((B,), 3),
         index=torch.arange(B),
+        grid=(3, 4),  # frame-wise heads fold the 12 tokens into 3 time rows
     )
 
 
 SMALL = {"cgp": {"prototypes": 16}, "protobin": {"prototypes": 16},
          "proto": {"prototypes_per_class": 2, "grid_rows": 4},
-         "mlp": {"hidden_dim": 32}}  # fmt: skip
+         "mlp": {"hidden_dim": 32}, "sed-cgp": {"prototypes": 16}, "sed-protobin": {"prototypes": 16}}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", [n for n in list_probes() if not needs_encoder(get_probe_class(n)) and n != "asr"])  # vqt, asr: own files

@@ -32,12 +32,14 @@ def _batch(probe, B=4, N=6, seed=0):
         torch.zeros(B, dtype=torch.long),
         torch.full((B,), 2),
         torch.arange(B),
+        (2, N // 2),  # the token grid: frame-wise heads give one row of logits per time row
     )
 
 
 def test_registry_has_every_probe():
     assert set(list_probes()) == {"cgp", "protobin", "proto", "linear", "mlp", "mhca", "lcgp", "layers",
-                                  "h2t", "linpre", "simpool", "ep", "aim", "abmilp", "vqt", "asr"}
+                                  "h2t", "linpre", "simpool", "ep", "aim", "abmilp", "vqt", "asr",
+                                  "sed-cgp", "sed-protobin", "sed-linear", "sed-lcgp", "sed-h2t"}
 
 
 def test_unknown_probe_suggests():
@@ -88,6 +90,8 @@ def test_contract(name):
     assert set(probe.hparams) == set(cls.hparam_names())
     out = probe(_batch(probe))
     expected = (4, probe.num_outputs, C) if probe.num_outputs > 1 else (4, C)
+    if getattr(probe, "frame_wise", False):  # event detection: (B, T, C)
+        expected = (4, 2, C)
     assert out.shape == expected
     # decay only the classifier weights: every decayed tensor is a classifier matrix, never a prototype/gate
     groups = probe.param_groups(0.1)

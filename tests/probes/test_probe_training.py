@@ -14,8 +14,10 @@ from probekit.probes import PROBES, make_probe
 TOKEN_PROBES = sorted(n for n in PROBES if not needs_encoder(PROBES[n]))
 from probekit.train import TrainConfig, evaluate_scores, fit, predict
 
-# clip-level probes (one output per clip); the ASR probe has its own tests (tests/probes/test_asr.py)
-CLIP_PROBES = [n for n in sorted(PROBES) if getattr(PROBES[n], "task_kind", "") != "asr"]
+# clip-level probes (one output per clip): the ASR probe (tests/probes/test_asr.py) and the frame-wise event
+# heads (tests/train/test_events.py) have their own tests
+CLIP_PROBES = [n for n in sorted(PROBES) if getattr(PROBES[n], "task_kind", "") != "asr"
+               and not getattr(PROBES[n], "frame_wise", False)]
 
 SMALL = {"cgp": {"prototypes": 128}, "protobin": {"prototypes": 128}}
 CONFIG = TrainConfig(steps=200, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.05, seed=0)
