@@ -10,7 +10,7 @@ import pytest
 
 from probekit.audio.frontends import frontend_for
 from probekit.datasets import get_dataset, get_spec
-from probekit.errors import ConfigError, DatasetError
+from probekit.errors import ConfigError, DatasetError, ProbekitError
 import named_layouts as L  # noqa: E402 - tests/datasets is on sys.path (pytest prepend mode)
 
 
@@ -103,8 +103,11 @@ def test_dcase2016_task2_preset_reads_the_hear_task_at_48k(base):
     assert [len(ds.events(s)) for s in ds.spec.splits] == [3, 1, 2]
     assert ds.spec.frames["bat"] == 12000 and ds.spec.protocol == "dcase2016_task2"
     assert get_dataset("dcase2016-task2", base, sample_rate=16000).sample_rate == 16000
-    with pytest.raises(DatasetError, match="frame-wise"):
-        ds.clips("train")
+    assert len(ds.clips("train")) == 3  # listed for extraction; the targets are the events
+    from probekit.train.events import check_probes_for
+
+    with pytest.raises(ProbekitError, match="frame-wise"):  # clip-level probes are refused on an event task
+        check_probes_for(ds, ["linear"])
     from probekit.train.protocols import get_protocol
 
     p = get_protocol("dcase2016_task2")  # BAT configs/dcase2016_task2
