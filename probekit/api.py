@@ -319,6 +319,10 @@ def evaluate(
     finetune_too = "finetune" in probes
     probes = [p for p in probes if p != "finetune"]
     ft_sets = _finetune_sets(o) if finetune_too else {}
+    if finetune_too:  # a bad recipe override fails now, before any extraction or training
+        from probekit.finetune import resolve_recipe
+
+        resolve_recipe(None, "as20k", ft_sets)
     if finetune_too and isinstance(o.train.hparams, Mapping) and "finetune" in o.train.hparams:
         import dataclasses as _dc
 
@@ -356,8 +360,8 @@ def evaluate(
         if finetune_too and not dry_run:  # hparams={"finetune": {...}}: recipe overrides (`--set` keys)
             from probekit.finetune import finetune_record
 
-            ft = finetune_record(bb, ds, sets=ft_sets, seeds=seed_list, device=o.run.device, workers=o.run.workers or 0,
-                                 results_dir=results_dir, write=write, env=env, log=log)
+            ft = finetune_record(bb, ds, sets=ft_sets, seeds=seed_list, device=o.run.device,
+                                 workers=o.run.workers or 0, results_dir=results_dir, write=write, env=env, log=log)
             out.records.append(ft.record)
             if write:
                 out.paths.append(ft.path)

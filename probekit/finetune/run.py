@@ -136,6 +136,9 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
 
     spec = ds.spec
     r = resolve_recipe(spec, recipe, sets)
+    if r.frame_wise_task:
+        raise ConfigError(f"finetune recipe {r.name!r} is frame-wise (event detection)",
+                          hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
     dev = resolve_device(device)
     if r.selection == "cv":
         split = "all" if "all" in spec.splits else "train"
