@@ -42,6 +42,9 @@ def trainable_copy(backbone):
                           hint="fine-tuning needs a Backbone whose `model` attribute holds its weights")
     clone = copy.copy(backbone)
     clone.model = copy.deepcopy(module).requires_grad_(True).train()
+    if getattr(clone, "_hooked", None) and getattr(clone, "blocks", None):  # custom: hook the copy's blocks
+        mods = dict(clone.model.named_modules())
+        clone._hooked = [mods[b] for b in clone.blocks]
     return clone
 
 

@@ -72,3 +72,36 @@ def test_drop_path_changes_training_forward_only():
     plain.eval()
     with torch.no_grad():
         assert torch.equal(m(feats, valid), plain(feats, valid))
+
+
+class _WaveNet(torch.nn.Module):
+    """A user's module returning its layers (adapted as a custom backbone)."""
+
+    def __init__(self, dim=16, layers=2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv1d(1, dim, kernel_size=400, stride=160)
+        self.layers = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Conv1d(dim, dim, 3, padding=1),
+                                                              torch.nn.GELU()) for _ in range(layers))
+
+    def forward(self, wave):
+        h = self.stem(wave.unsqueeze(1))
+        outs = []
+        for layer in self.layers:
+            h = h + layer(h)
+            outs.append(h.transpose(1, 2))
+        return outs
+
+
+def test_custom_module_fine_tunes():
+    from probekit.backbones.custom import adapt_module
+
+    bb = adapt_module(_WaveNet(), name="wavenet", input="wave", cls=None, freq_patches=1)
+    feats, valid = _features(bb)
+    m = FinetuneModel(bb, 4, head_norm=True, head_dropout=0.0)
+    m(feats, valid).sum().backward()
+    assert m.encoder.stem.weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in bb.model.parameters())
+    groups = build_optimizer(m, get_recipe("esc50")).param_groups
+    # generic layer ids: the stem before the blocks (0), layers.i -> i + 1, the head at the top
+    assert sorted({g["lr_scale"] for g in groups}) == sorted({0.75 ** 3, 0.75 ** 2, 0.75, 1.0})
