@@ -171,8 +171,9 @@ class FinetuneRecipe:
                               hint=suggest(unknown[0], [f.name for f in dataclasses.fields(self)]))
         return dataclasses.replace(self, **changes)
 
-    def with_sets(self, sets: Mapping[str, str] | list[str]) -> FinetuneRecipe:
-        """Apply `--set key=value` texts, each cast to the type of the field it replaces."""
+    def with_sets(self, sets: Mapping[str, Any] | list[str]) -> FinetuneRecipe:
+        """Apply overrides in one step: `--set key=value` texts (each cast to the type of the field it
+        replaces) or a {key: value} mapping (texts cast the same way, other values kept)."""
         from probekit.cli._parse import parse_set, split_set
 
         items = list(sets.items()) if isinstance(sets, Mapping) else [split_set(s, example="--set lr=1e-4")
@@ -181,6 +182,9 @@ class FinetuneRecipe:
         for key, raw in items:
             if key not in {f.name for f in dataclasses.fields(self)}:
                 self.replace(**{key: None})  # the unknown-key error with a suggestion
+            if not isinstance(raw, str):
+                changes[key] = raw
+                continue
             current = getattr(self, key)
             if current is None:  # optional numbers (grad_clip_norm, label_smoothing, ema_decay, lr_layer_decay)
                 value = parse_set(raw, 0.0, name=key) if raw.strip().lower() not in ("none", "null") else None

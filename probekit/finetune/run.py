@@ -41,12 +41,7 @@ def resolve_recipe(spec, recipe=None, sets: Mapping[str, Any] | Sequence[str] | 
     r = recipe if isinstance(recipe, FinetuneRecipe) else get_recipe(recipe) if recipe else recipe_for(spec)
     if not sets:
         return r
-    if isinstance(sets, Mapping):
-        texts = {k: v for k, v in sets.items() if isinstance(v, str)}
-        typed = {k: v for k, v in sets.items() if not isinstance(v, str)}
-        r = r.with_sets(texts) if texts else r
-        return r.replace(**typed).validate() if typed else r
-    return r.with_sets(list(sets))
+    return r.with_sets(dict(sets) if isinstance(sets, Mapping) else list(sets))
 
 
 def _split(ds, split: str, spec):

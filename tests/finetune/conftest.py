@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from probekit.datasets.base import Dataset
@@ -20,7 +22,8 @@ def fsdd_part(root, n_train: int, n_test: int, *, valid: int = 0) -> Dataset:
 
     train, test = every("train", n_train), every("test", n_test)
     val = every("train", valid, offset=1) if valid else []
-    return Dataset(full.spec, full.root, lambda s: {"train": train, "test": test, "valid": val}.get(s, []))
+    spec = dataclasses.replace(full.spec, splits=("train", "valid", "test")) if valid else full.spec
+    return Dataset(spec, full.root, lambda s: {"train": train, "test": test, "valid": val}.get(s, []))
 
 
 @pytest.fixture(scope="session")
