@@ -278,6 +278,60 @@ def _ema_update(ema, model, decay: float) -> None:
         ba.data = b.data if n.split(".")[-1] == "num_batches_tracked" else decay * ba.data + (1.0 - decay) * b.data
 
 
+def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe) -> None:
+    """Clip (optional), the scheduled rate of every group, AdamW, zero grad, EMA (official train_step order)."""
+    from probekit.finetune.optim import scheduled_lr
+
+    if recipe.grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
+    for g in optimizer.param_groups:
+        g["lr"] = scheduled_lr(st.step, lr=recipe.lr, min_lr=recipe.min_lr, warmup=recipe.lr_warmup_steps,
+                               total=recipe.optimization_steps, lr_scale=g["lr_scale"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    st.step += 1
+    st.last_loss = float(loss.detach())
+    if not math.isfinite(st.last_loss):
+        raise ConfigError(f"fine-tuning diverged at step {st.step} (loss {st.last_loss})",
+                          hint="lower the learning rate (--set lr=...) or clip gradients (--set grad_clip_norm=1.0)")
+    if ema is not None:
+        _ema_update(ema, model, recipe.ema_decay)
+
+
+def _clear(run_dir: Path) -> None:
+    """Remove resume state (checkpoints and the `latest` pointer)."""
+    for old in [*run_dir.glob("ckpt-*"), run_dir / "latest"]:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
+def _build(data: RunData, recipe, device: torch.device):
+    """(model, EMA copy or None, AdamW) of a run; the head is drawn from the seeded global RNG."""
+    from probekit.finetune.model import FinetuneModel
+
+    model = FinetuneModel(data.backbone, data.num_classes, head_norm=recipe.head_norm,
+                          head_dropout=recipe.head_dropout, drop_path=recipe.path_dropout_rate).to(device)
+    model.train()
+    ema = None
+    if recipe.ema_decay is not None:
+        ema = FinetuneModel(data.backbone, data.num_classes, head_norm=recipe.head_norm,
+                            head_dropout=recipe.head_dropout).to(device)
+        ema.load_state_dict(model.state_dict())
+        ema.eval().requires_grad_(False)
+    return model, ema, build_optimizer(model, recipe)
+
+
+def _train_batches(data: RunData, recipe, batches, np_rng, workers: int, device: torch.device):
+    """(rows, features, valid frames) per batch; waveform augmentation first when the recipe has it."""
+    from probekit.finetune.data import feature_batches, wave_batches, waves_to_features
+
+    sr = data.backbone.sample_rate
+    if recipe.augment and (recipe.use_color_noise or recipe.use_random_gain):
+        for rows, w in wave_batches(data.train.clips, sr, batches, workers=workers, device=device):
+            yield (rows, *waves_to_features(w, data.frontend, recipe, np_rng=np_rng))
+    else:
+        yield from feature_batches(data.train.clips, data.frontend, sr, batches, workers=workers, device=device)
+
+
 def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: torch.device | str = "cpu",
               workers: int = 0, resume: bool = True, stop_after: int | None = None, rank: int = 0,
               world_size: int = 1, log: Callable[[str], None] | None = None) -> RunResult:
@@ -287,8 +341,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     """
     from probekit._device import resolve_device
     from probekit.finetune.augment import augment_features
-    from probekit.finetune.data import batch_order, feature_batches, shard, wave_batches, waves_to_features
-    from probekit.finetune.model import FinetuneModel
+    from probekit.finetune.data import batch_order, shard
 
     if recipe.frame_wise_task:
         raise ConfigError(f"finetune recipe {recipe.name!r} is frame-wise (event detection)",
@@ -306,20 +359,10 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     np_rng = np.random.RandomState(seed)
     py_rng = _random.Random(seed)
 
-    model = FinetuneModel(data.backbone, data.num_classes, head_norm=recipe.head_norm,
-                          head_dropout=recipe.head_dropout, drop_path=recipe.path_dropout_rate).to(device)
-    model.train()
-    ema = None
-    if recipe.ema_decay is not None:
-        ema = FinetuneModel(data.backbone, data.num_classes, head_norm=recipe.head_norm,
-                            head_dropout=recipe.head_dropout).to(device)
-        ema.load_state_dict(model.state_dict())
-        ema.eval().requires_grad_(False)
-    optimizer = build_optimizer(model, recipe)
+    model, ema, optimizer = _build(data, recipe, device)
     loss_fn = _loss_fn(recipe, data.multilabel)
     amp = _amp(recipe, device)
     soft = recipe.augment and recipe.use_mixup
-    waves = recipe.augment and (recipe.use_color_noise or recipe.use_random_gain)
     accum = recipe.grad_accumulation_steps
     total = recipe.optimization_steps
 
@@ -327,9 +370,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     fp = _fingerprint(data, recipe, seed)
     resumed = _load_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device) if resume else None
     if not resume:
-        for old in [*run_dir.glob("ckpt-*"), run_dir / "latest"]:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-    sr = data.backbone.sample_rate
+        _clear(run_dir)
     n_train = len(data.train.clips)
     if n_train == 0:
         raise ConfigError("fine-tuning has no training clips", hint="check the dataset's train split")
@@ -350,12 +391,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
         order = batch_order(n_train, recipe.train_batch_size, st.epoch, seed, sampler=recipe.sampler,
                             labels=data.train.labels, multilabel=data.multilabel)
         todo = [shard(b, rank, world_size) for b in order[st.pos:]]
-        if waves:
-            it = ((rows, *waves_to_features(w, data.frontend, recipe, np_rng=np_rng))
-                  for rows, w in wave_batches(data.train.clips, sr, todo, workers=workers, device=device))
-        else:
-            it = feature_batches(data.train.clips, data.frontend, sr, todo, workers=workers, device=device)
-        for rows, feats, valid in it:
+        for rows, feats, valid in _train_batches(data, recipe, todo, np_rng, workers, device):
             x = feats.to(device, non_blocking=True)
             y = _targets(data.train.labels, rows.numpy(), data.num_classes, data.multilabel, soft).to(device)
             with torch.no_grad():
@@ -368,23 +404,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             st.pos += 1
             if st.micro % accum:
                 continue
-            if recipe.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
-            for g in optimizer.param_groups:
-                from probekit.finetune.optim import scheduled_lr
-
-                g["lr"] = scheduled_lr(st.step, lr=recipe.lr, min_lr=recipe.min_lr, warmup=recipe.lr_warmup_steps,
-                                       total=total, lr_scale=g["lr_scale"])
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            st.step += 1
-            st.last_loss = float(loss.detach())
-            if not math.isfinite(st.last_loss):
-                raise ConfigError(f"fine-tuning diverged at step {st.step} (loss {st.last_loss})",
-                                  hint="lower the learning rate (--set lr=...) or clip gradients "
-                                  "(--set grad_clip_norm=1.0)")
-            if ema is not None:
-                _ema_update(ema, model, recipe.ema_decay)
+            _optimizer_step(st, loss, model, ema, optimizer, recipe)
             if recipe.selection == "best_val" and (st.step % recipe.val_frequency == 0 or st.step == total):
                 validate()
             if log is not None and (st.step % max(1, total // 20) == 0 or st.step == total):
@@ -417,8 +437,6 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
         scores = predict_scores(scored, data.test, data, recipe, device, workers=workers)
         result.metrics = _metrics(scores, data.test, data.multilabel)
         result.scores = scores
-    # a finished run needs no resume state (the weights are in last/best.safetensors)
-    for old in [*run_dir.glob("ckpt-*"), run_dir / "latest"]:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    _clear(run_dir)  # a finished run needs no resume state (the weights are in last/best.safetensors)
     result.seconds = time.perf_counter() - t0
     return result

@@ -105,36 +105,30 @@ def finetune(
     """
     from probekit._device import resolve_device
     from probekit._evaluate import parse_seeds
-    from probekit.api import resolve_backbone, resolve_dataset
+    from probekit.backbones import get_backbone, is_backbone
+    from probekit.datasets import get_dataset
     from probekit.results.environment import capture_environment
 
-    bb = resolve_backbone(backbone, device=device, **dict(backbone_options or {}))
-    ds = resolve_dataset(dataset, data_root=data_root) if isinstance(dataset, (str, Path)) else resolve_dataset(dataset)
+    if isinstance(backbone, str):
+        bb = get_backbone(backbone, device=device, **dict(backbone_options or {}))
+    elif is_backbone(backbone):
+        bb = backbone
+    else:
+        raise ConfigError(f"finetune() needs a backbone name or a Backbone, got {type(backbone).__name__}",
+                          hint="adapt a torch module first: probekit.backbones.custom.adapt_module(module, ...)")
+    ds = get_dataset(str(dataset), data_root=data_root) if isinstance(dataset, (str, Path)) else dataset
     env = capture_environment(device=str(resolve_device(device)))
     return finetune_record(bb, ds, recipe=recipe, sets=sets, seeds=parse_seeds(seeds), device=device,
                            workers=workers, run_dir=run_dir, results_dir=results_dir, write=write, env=env,
                            resume=resume, stop_after=stop_after, log=log)
 
 
-def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0,), device: str = "auto",
-                    workers: int = 0, run_dir=None, results_dir=None, write: bool = False, env=None,
-                    resume: bool = True, stop_after: int | None = None,
-                    log: Callable[[str], None] | None = None) -> FinetuneOutcome:
-    """The runs of one (backbone, dataset) and their record (written when `write`)."""
-    from probekit._device import resolve_device
-    from probekit._evaluate import backbone_ref, scalar_metrics
+def _prepare(bb, ds, r):
+    """(data_for, runs_of_seed plan): the splits of the recipe's protocol and the one frontend of the run."""
     from probekit.cache.planning import dataset_frontend
-    from probekit.finetune.loop import RunData, train_run
-    from probekit.results.records import SeedRun, Timings, make_record
-    from probekit.results.schema import safe_name
-    from probekit.results.store import dataset_identity, results_dir as _results_dir, write_record
 
     spec = ds.spec
-    r = resolve_recipe(spec, recipe, sets)
-    if r.frame_wise_task:
-        raise ConfigError(f"finetune recipe {r.name!r} is frame-wise (event detection)",
-                          hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
-    dev = resolve_device(device)
+    plan: dict[str, Any] = {"val": None}
     if r.selection == "cv":
         split = "all" if "all" in spec.splits else "train"
         pool = _split(ds, split, spec)
@@ -143,8 +137,8 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
         if len(fold_ids) < 2:
             raise ConfigError(f"finetune recipe {r.name!r} cross-validates over folds, but dataset {spec.name!r} "
                               f"split {split!r} has {len(fold_ids)} fold(s)", hint="--set selection=last")
-        record_split, used = split, pool.clips
-        val = None
+        plan.update(split=split, used=pool.clips, pool=pool, folds=folds, fold_ids=fold_ids,
+                    clips={split: len(pool.clips)})
     else:
         if "test" not in spec.splits:
             raise ConfigError(f"dataset {spec.name!r} has no test split to score fine-tuning on",
@@ -156,88 +150,123 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
                 raise ConfigError(f"finetune recipe {r.name!r} selects the best validation model, but dataset "
                                   f"{spec.name!r} has no 'valid' split", hint="--set selection=last")
             val = _split(ds, "valid", spec)
-        record_split, used = "test", train.clips + test.clips + (val.clips if val else [])
+        plan.update(split="test", used=train.clips + test.clips + (val.clips if val else []), train=train,
+                    test=test, val=val, clips={"train": len(train.clips), "test": len(test.clips),
+                                               **({"valid": len(val.clips)} if val else {})})
     # one frontend for every split: the backbone's own recipe, padded to the longest clip used
-    config = dataset_frontend(bb, ds, used, None)
+    config = dataset_frontend(bb, ds, plan["used"], None)
     try:
         current = bb.frontend.config
     except Exception:  # noqa: BLE001 - a frontend the backbone cannot build alone: the dataset's replaces it
         current = None
-    fbb = bb.with_frontend(config) if config != current else bb
-    frontend = fbb.frontend
-    base = Path(run_dir) if run_dir is not None else (
-        _results_dir(results_dir) / "finetune" / safe_name(f"{bb.name}-{spec.name}-{r.name}"))
+    plan["backbone"] = bb.with_frontend(config) if config != current else bb
+    plan["config"] = config
+    return plan
+
+
+def _seed_runs(plan, ds, r, seed, base, *, dev, workers, resume, stop_after, log) -> list:
+    """The RunResults of one seed: one per fold (cv) or one."""
+    from probekit.finetune.loop import RunData, train_run
+
+    fbb, spec = plan["backbone"], ds.spec
 
     def data_for(tr, te, va, tag):
-        return RunData(fbb, frontend, spec.num_classes, spec.multilabel, tr, te, va, tag=tag)
+        return RunData(fbb, fbb.frontend, spec.num_classes, spec.multilabel, tr, te, va, tag=tag)
 
+    kw = dict(seed=seed, device=dev, workers=workers, resume=resume, stop_after=stop_after, log=log)
+    if r.selection != "cv":
+        if log:
+            log(f"{fbb.name} / {spec.name}: seed {seed}")
+        d = data_for(plan["train"], plan["test"], plan["val"], ds.identity)
+        return [train_run(d, r, run_dir=base / f"seed{seed}", **kw)]
+    out, pool, folds = [], plan["pool"], plan["folds"]
+    for f in plan["fold_ids"]:
+        if log:
+            log(f"{fbb.name} / {spec.name}: seed {seed}, fold {f}")
+        d = data_for(_subset(pool, folds != f), _subset(pool, folds == f), None, f"{ds.identity}|fold{f}")
+        out.append(train_run(d, r, run_dir=base / f"seed{seed}" / f"fold{f}", **kw))
+    return out
+
+
+def _seed_record(seed, results, r, plan):
+    """(SeedRun, notes) of one seed's finished runs."""
+    from probekit._evaluate import scalar_metrics
+    from probekit.results.records import SeedRun
+
+    m = _mean_metrics(results) if r.selection == "cv" else results[0].metrics
+    metrics, dropped = scalar_metrics(m)
+    notes = [f"seed {seed}: undefined metrics left out: {', '.join(dropped)}"] if dropped else []
+    extras: dict[str, Any] = {"steps": results[0].steps, "drop_path_applied": results[0].drop_path_applied}
+    if r.selection == "cv":
+        extras["folds"] = [float(x.metrics[x.metrics["primary"]]) for x in results]
+        extras["fold_ids"] = plan["fold_ids"]
+    if r.selection == "best_val":
+        extras.update(best_val=results[0].best_val, best_step=results[0].best_step)
+    extras["weights"] = [str(x.best_path or x.last_path) for x in results]
+    per_class = m.get("per_class") or {}
+    run = SeedRun(seed=seed, metrics=metrics, extras=extras,
+                  per_class={k: [float(v) for v in per_class[k]] for k in ("ap", "f1") if k in per_class},
+                  train_s=float(sum(x.seconds for x in results)))
+    return run, notes, m["primary"]
+
+
+def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0,), device: str = "auto",
+                    workers: int = 0, run_dir=None, results_dir=None, write: bool = False, env=None,
+                    resume: bool = True, stop_after: int | None = None,
+                    log: Callable[[str], None] | None = None) -> FinetuneOutcome:
+    """The runs of one (backbone, dataset) and their record (written when `write`)."""
+    from probekit._device import resolve_device
+    from probekit._evaluate import backbone_ref
+    from probekit.results.records import Timings, make_record
+    from probekit.results.schema import safe_name
+    from probekit.results.store import dataset_identity, results_dir as _results_dir, write_record
+
+    spec = ds.spec
+    r = resolve_recipe(spec, recipe, sets)
+    if r.frame_wise_task:
+        raise ConfigError(f"finetune recipe {r.name!r} is frame-wise (event detection)",
+                          hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
+    dev = resolve_device(device)
+    plan = _prepare(bb, ds, r)
+    base = Path(run_dir) if run_dir is not None else (
+        _results_dir(results_dir) / "finetune" / safe_name(f"{bb.name}-{spec.name}-{r.name}"))
     t0 = time.perf_counter()
-    runs: dict[int, list] = {}
-    seed_runs, notes = [], []
+    out = FinetuneOutcome(None, None, {}, base)
+    seed_runs, notes, primary = [], [], None
     for seed in seeds:
-        if r.selection == "cv":
-            results = []
-            for f in fold_ids:
-                d = data_for(_subset(pool, folds != f), _subset(pool, folds == f), None, f"{ds.identity}|fold{f}")
-                if log:
-                    log(f"{bb.name} / {spec.name}: seed {seed}, fold {f}")
-                results.append(train_run(d, r, seed=seed, run_dir=base / f"seed{seed}" / f"fold{f}", device=dev,
-                                         workers=workers, resume=resume, stop_after=stop_after, log=log))
-        else:
-            d = data_for(train, test, val, ds.identity)
-            if log:
-                log(f"{bb.name} / {spec.name}: seed {seed}")
-            results = [train_run(d, r, seed=seed, run_dir=base / f"seed{seed}", device=dev, workers=workers,
-                                 resume=resume, stop_after=stop_after, log=log)]
-        runs[seed] = results
-        if any(x.stopped for x in results):
+        out.runs[seed] = _seed_runs(plan, ds, r, seed, base, dev=dev, workers=workers, resume=resume,
+                                    stop_after=stop_after, log=log)
+        if any(x.stopped for x in out.runs[seed]):
             continue
-        m = _mean_metrics(results) if r.selection == "cv" else results[0].metrics
-        metrics, dropped = scalar_metrics(m)
-        if dropped:
-            notes.append(f"seed {seed}: undefined metrics left out: {', '.join(dropped)}")
-        extras: dict[str, Any] = {"steps": results[0].steps, "drop_path_applied": results[0].drop_path_applied}
-        if r.selection == "cv":
-            extras["folds"] = [float(x.metrics[x.metrics["primary"]]) for x in results]
-            extras["fold_ids"] = fold_ids
-        if r.selection == "best_val":
-            extras.update(best_val=results[0].best_val, best_step=results[0].best_step)
-        extras["weights"] = [str(x.best_path or x.last_path) for x in results]
-        per_class = m.get("per_class") or {}
-        seed_runs.append(SeedRun(seed=seed, metrics=metrics, extras=extras,
-                                 per_class={k: [float(v) for v in per_class[k]] for k in ("ap", "f1") if k in per_class},
-                                 train_s=float(sum(x.seconds for x in results))))
-    out = FinetuneOutcome(None, None, runs, base)
+        run, more, p = _seed_record(seed, out.runs[seed], r, plan)
+        seed_runs.append(run)
+        notes += more
+        primary = primary or p
     if len(seed_runs) < len(list(seeds)):  # stopped early (stop_after): resumable, nothing to record
         return out
-    if not any(x.drop_path_applied for rs in runs.values() for x in rs) and r.path_dropout_rate > 0:
+    if r.path_dropout_rate > 0 and not any(x.drop_path_applied for rs in out.runs.values() for x in rs):
         notes.append(f"drop path {r.path_dropout_rate} not applied: family {bb.card.family!r} has no drop-path hook")
     if dev.type != "cuda":
         notes.append("float32 on CPU (the recipe's bf16 autocast runs on CUDA only)")
     total = time.perf_counter() - t0
     train_s = sum(s.train_s or 0.0 for s in seed_runs)
-    primary = (_mean_metrics(runs[seeds[0]]) if r.selection == "cv" else runs[seeds[0]][0].metrics)["primary"]
-    record = make_record(
+    out.record = make_record(
         backbone=backbone_ref(bb),
         dataset=spec.name,
         dataset_id=dataset_identity(ds),
-        split=record_split,
+        split=plan["split"],
         probe=PROBE_NAME,
         protocol=f"finetune:{r.name}",
         metric=primary,
         seeds=seed_runs,
         class_names=list(spec.classes),
-        hyperparameters={"recipe": r.to_dict(), "frontend": dict(config.to_dict()), "selection": r.selection},
+        hyperparameters={"recipe": r.to_dict(), "frontend": dict(plan["config"].to_dict()), "selection": r.selection},
         cache_key=None,
-        clips={s: {"scored": n, "failed": 0} for s, n in (
-            {record_split: len(used)} if r.selection == "cv" else {"train": len(train.clips), "test": len(test.clips),
-                                                                  **({"valid": len(val.clips)} if val else {})}
-        ).items()},
+        clips={s: {"scored": n, "failed": 0} for s, n in plan["clips"].items()},
         timings=Timings(extract_s=0.0, train_s=train_s, eval_s=max(0.0, total - train_s), cache_reused=False),
         environment=env if env is not None else "auto",
         notes="; ".join(sorted(set(notes))),
     )
-    out.record = record
     if write:
-        out.path = write_record(record, results_dir)
+        out.path = write_record(out.record, results_dir)
     return out
