@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
 
     dev = resolve_device(args.device)
     recipe = get_recipe(args.recipe)
-    bb = get_backbone(args.backbone, seed=0, device=dev)
+    bb = get_backbone(args.backbone, weights="random", seed=0, device=dev)
     fe = bb.frontend
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, args.frames, fe.num_bins, device=dev) if bb.card.family in ("bat", "eat", "sslam") \
