@@ -112,7 +112,7 @@ def _targets(labels: np.ndarray, rows, num_classes: int, multilabel: bool, soft:
 def _amp(recipe, device: torch.device):
     if device.type != "cuda" or recipe.amp == "none":
         return None
-    return torch.bfloat16 if recipe.amp == "bf16" else torch.float16
+    return torch.bfloat16
 
 
 def _fingerprint(data: RunData, recipe, seed: int) -> str:
@@ -362,7 +362,8 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     model, ema, optimizer = _build(data, recipe, device)
     loss_fn = _loss_fn(recipe, data.multilabel)
     amp = _amp(recipe, device)
-    soft = recipe.augment and recipe.use_mixup
+    # one-hot float targets for mixup (official one_hot_labels=use_mixup) and for BCE/ASL on multi-class data
+    soft = (recipe.augment and recipe.use_mixup) or recipe.loss_name in ("asl", "bce")
     accum = recipe.grad_accumulation_steps
     total = recipe.optimization_steps
 
