@@ -315,8 +315,22 @@ def evaluate(
     probes = [probes] if isinstance(probes, str) else list(probes)
     if not datasets or not probes:
         raise ConfigError("evaluate() needs at least one dataset and one probe")
+    # "finetune" is no probe: it trains the whole encoder (probekit.finetune), after the probes of each dataset
+    finetune_too = "finetune" in probes
+    probes = [p for p in probes if p != "finetune"]
+    ft_sets = _finetune_sets(o) if finetune_too else {}
+    if finetune_too:  # a bad recipe override fails now, before any extraction or training
+        from probekit.finetune import resolve_recipe
+
+        resolve_recipe(None, "as20k", ft_sets)
+    if finetune_too and isinstance(o.train.hparams, Mapping) and "finetune" in o.train.hparams:
+        import dataclasses as _dc
+
+        rest = {k: v for k, v in o.train.hparams.items() if k != "finetune"}
+        o = _dc.replace(o, train=_dc.replace(o.train, hparams=rest or None))
     # everything a user can get wrong is checked before any extraction or training
-    check_settings(probes, o)
+    if probes:
+        check_settings(probes, o)
     seed_list = parse_seeds(o.train.seeds)
     per_probe = probe_hparams(o.train.hparams, probes)
     # a manifest's absent files stay listed (as `probekit extract --on-error skip` does): extraction records
@@ -336,20 +350,35 @@ def evaluate(
     write = write and is_main()  # data-parallel ranks train alongside; rank 0 alone writes records and probes
     trained: list | None = [] if write and save_probe else None
     for ds in resolved:
-        for probe_name, record in evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
-                                                    confirm=confirm, results_dir=results_dir, log=log,
-                                                    dry_run=dry_run, plans=out.plans, trained=trained):
+        for probe_name, record in (evaluate_dataset(bb, ds, probes, o, seed_list, per_probe, env, online=online,
+                                                     confirm=confirm, results_dir=results_dir, log=log,
+                                                     dry_run=dry_run, plans=out.plans, trained=trained)
+                                   if probes else ()):
             out.records.append(record)
             if write:
-                from probekit.predict import store_probe
-
-                from probekit.predict import probe_path_for
+                from probekit.predict import probe_path_for, store_probe
                 from probekit.results.store import beside_record
 
                 out.paths.append(write_record(record, results_dir))
                 with beside_record(out.paths[-1], [probe_path_for(out.paths[-1].name).name]) as rec_path:
                     store_probe(rec_path, trained.pop() if trained else None)  # (records on object stores too)
+        if finetune_too and not dry_run:  # hparams={"finetune": {...}}: recipe overrides (`--set` keys)
+            from probekit.finetune import finetune_record
+
+            ft = finetune_record(bb, ds, sets=ft_sets, seeds=seed_list, device=o.run.device,
+                                 workers=o.run.workers or 0, results_dir=results_dir, write=write, env=env, log=log)
+            out.records.append(ft.record)
+            if write:
+                out.paths.append(ft.path)
     return out
+
+
+def _finetune_sets(o) -> dict:
+    """Recipe overrides of probes=["finetune"]: hparams={"finetune": {"lr": 1e-4, ...}}."""
+    hp = o.train.hparams
+    if isinstance(hp, Mapping) and isinstance(hp.get("finetune"), Mapping):
+        return dict(hp["finetune"])
+    return {}
 
 
 def check_settings(probes: Sequence[str], o) -> None:

@@ -171,7 +171,7 @@ class ModuleBackbone(BackboneBase):
 
             handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(self._hooked)]
             try:
-                with torch.no_grad():
+                with torch.set_grad_enabled(torch.is_grad_enabled()):  # encode's no_grad freezes; fine-tuning lifts it
                     self.module(x)
             finally:
                 for h in handles:
@@ -181,7 +181,7 @@ class ModuleBackbone(BackboneBase):
                 raise BackboneError(f"{self.name}: blocks {missing} did not run during forward")
             layers = [captured[i] for i in range(len(self._hooked))]
         else:
-            with torch.no_grad():
+            with torch.set_grad_enabled(torch.is_grad_enabled()):  # encode's no_grad freezes; fine-tuning lifts it
                 out = self.module(x)
             if isinstance(out, LayerTokens):
                 return [out]  # handled by the caller

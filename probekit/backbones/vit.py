@@ -188,8 +188,25 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (the official ViT's DropPath, scale_by_keep): identity when p == 0 or in eval."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    if keep > 0.0:
+        mask.div_(keep)
+    return x * mask
+
+
 class Block(nn.Module):
-    """Post-LN transformer block: h = LN1(h + Attn(h)); h = LN2(h + MLP(h))."""
+    """Post-LN transformer block: h = LN1(h + Attn(h)); h = LN2(h + MLP(h)).
+
+    `drop_path` (a plain float, not in the state dict; 0 = off, the frozen default) is stochastic depth on
+    both residual branches in training mode, as the official fine-tuning recipes use (`AudioViT.set_drop_path`).
+    """
+
+    drop_path: float = 0.0
 
     def __init__(self, cfg: ViTConfig, attn_impl: str = "auto"):
         super().__init__()
@@ -199,6 +216,9 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_path and self.training:
+            x = self.norm1(x + drop_path(self.attn(x), self.drop_path, True))
+            return self.norm2(x + drop_path(self.mlp(x), self.drop_path, True))
         x = self.norm1(x + self.attn(x))
         return self.norm2(x + self.mlp(x))
 
@@ -290,6 +310,13 @@ class AudioViT(nn.Module):
     @property
     def num_heads(self) -> int:
         return self.config.num_heads
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth rising linearly from 0 (first block) to `rate` (last), as the official ViT's
+        `torch.linspace(0, drop_path_rate, depth)`; 0 switches it off. Acts only in training mode."""
+        rates = [d.item() for d in torch.linspace(0, rate, self.config.depth)] if rate > 0 else [0.0] * self.config.depth
+        for blk, r in zip(self.blocks, rates):
+            blk.drop_path = float(r)
 
     def set_attn_impl(self, attn_impl: str) -> None:
         if attn_impl not in ATTN_IMPLS:

@@ -54,6 +54,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "probekit.cli.demo",
     "probekit.cli.pretrain",
     "probekit.cli.predict",
+    "probekit.cli.finetune",
 )
 
 

@@ -78,6 +78,8 @@ def leaderboard_cmd(
     source: str = _SOURCE,
     metric: str | None = _METRIC,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+    gap: bool = typer.Option(False, "--gap", help="Show each probe's gap to fine-tuning (FT - probe, and the "
+                             "fraction of the LP-to-FT gap closed) instead of the scores."),
 ) -> None:
     """Pivot table of every result record (rows: backbones; columns: dataset x probe), with the
     published figures of the BAT and unmute papers as "reported" rows. Mean and rank are given only
@@ -91,6 +93,16 @@ def leaderboard_cmd(
 
         raise ConfigError("no result records match these filters",
                           hint="try fewer --dataset/--probe/--backbone filters; `probekit probe ...` writes records")
+    if gap:  # probe-to-FT gaps per row (probekit.results.leaderboard.ft_gap)
+        from probekit.results.leaderboard import ft_gap, render_gap
+
+        text = render_gap(ft_gap(df), "table" if fmt in ("table", "latex", "html") else fmt)
+        if output is not None:
+            _write_text(output, text)
+            console.print(f"wrote {output}", highlight=False, soft_wrap=True)
+        else:
+            console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+        return
     if output is not None:
         _write_text(output, render(df, fmt))
         console.print(f"wrote {output}", highlight=False, soft_wrap=True)

@@ -516,3 +516,80 @@ def render(df: pd.DataFrame, fmt: str = "table", *, width: int | None = None) ->
     if fmt == "csv":
         return long.to_csv(index=False)
     return json.dumps({"legend": legend(df), "cells": json.loads(long.to_json(orient="records"))}, indent=2) + "\n"
+
+
+# ---- probe-to-fine-tuning gap --------------------------------------------------------------------------
+GAP_MEASURES = ("gap", "closed")
+
+
+def ft_gap(board: pd.DataFrame, *, baseline: str = "linear") -> pd.DataFrame:
+    """Each probe's distance to fine-tuning, per leaderboard row and dataset column.
+
+    For every dataset with an FT ("finetune") column and every other probe p of that dataset:
+    ("gap") FT - p in points, and ("closed") (p - LP) / (FT - LP), the fraction of the linear-probe-to-FT
+    gap that p closes, as the unmute paper reports it (1: as good as FT, 0: no better than LP; NaN where a
+    value is missing or FT == LP). Rows are the board's (one backbone and source each), so a probe is only
+    ever compared with the FT of the same row.
+
+    Args:
+        board: a `leaderboard(...)` frame.
+        baseline: the probe the fraction starts from (default "linear", the LP column).
+
+    Returns:
+        A frame with the board's rows and columns (dataset, probe, measure), measure in GAP_MEASURES;
+        rows without any gap are left out.
+    """
+    cols = [c for c in board.columns if c[0] not in SUMMARY]
+    out: dict[tuple[str, str, str], pd.Series] = {}
+    for d in dict.fromkeys(c[0] for c in cols):
+        if (d, "finetune") not in board.columns:
+            continue
+        ft = board[(d, "finetune")].astype(float)
+        lp = board[(d, baseline)].astype(float) if (d, baseline) in board.columns else None
+        for dd, p in cols:
+            if dd != d or p == "finetune":
+                continue
+            v = board[(d, p)].astype(float)
+            out[(d, p, "gap")] = ft - v
+            if lp is None:
+                out[(d, p, "closed")] = pd.Series(np.nan, index=board.index)
+            else:
+                span = ft - lp
+                out[(d, p, "closed")] = ((v - lp) / span).where(span.abs() > 1e-12)
+    names = ["dataset", "probe", "measure"]
+    if not out:
+        return pd.DataFrame(index=board.index[:0], columns=pd.MultiIndex.from_tuples([], names=names), dtype=float)
+    gap = pd.DataFrame(out, index=board.index)
+    gap.columns = pd.MultiIndex.from_tuples(list(out), names=names)
+    return gap.dropna(how="all").dropna(axis=1, how="all")
+
+
+def render_gap(gap: pd.DataFrame, fmt: str = "table") -> str:
+    """The `ft_gap` frame as text: "gap" in points, "closed" in percent; csv/json keep the raw numbers."""
+    if fmt == "csv":
+        return gap.to_csv()
+    if fmt == "json":
+        return gap.to_json(orient="split", indent=2) + "\n"
+    if gap.empty:
+        return "no row has both a fine-tuning (FT) score and a probe score of the same dataset\n"
+    single = len({d for d, _, _ in gap.columns}) == 1
+    headers = ["backbone"] + [
+        f"{'' if single else DATASET_NAMES.get(d, d) + ' '}{PROBE_NAMES.get(p, p)} "
+        f"{'FT-gap' if m == 'gap' else 'closed'}" for d, p, m in gap.columns]
+    lines = []
+    for row in gap.index:
+        cells = [_row_label(row)]
+        for col in gap.columns:
+            v = gap.at[row, col]
+            cells.append("–" if pd.isna(v) else (f"{v:.2f}" if col[2] == "gap" else f"{100 * v:.0f}%"))
+        lines.append(cells)
+    if fmt == "markdown":
+        out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(c) + " |" for c in lines]
+        return "\n".join(out) + "\n"
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(headers)]
+
+    def fmt_row(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([fmt_row(headers), *(fmt_row(c) for c in lines)]) + "\n"
