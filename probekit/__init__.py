@@ -7,7 +7,7 @@
 The public verbs are imported lazily (``import probekit`` stays cheap; torch loads on first use).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     "evaluate": ("probekit.api", "evaluate"),
