@@ -146,5 +146,10 @@ def assert_same_store(a: Path, b: Path) -> None:
     sa, sb = store_snapshot(a), store_snapshot(b)
     assert sorted(sa) == sorted(sb), set(sa) ^ set(sb)
     different = [k for k in sa if sa[k] != sb[k]]
+    if "zarr.json" in different:  # name the field that differs, not only the file
+        import difflib
+
+        diff = difflib.unified_diff(sb["zarr.json"].decode().split(", "), sa["zarr.json"].decode().split(", "), lineterm="")
+        raise AssertionError(f"zarr.json differs: {' | '.join(list(diff)[2:12])}")
     assert not different, different[:5]
     assert not list(a.parent.glob(".*.tmp")) and not list(a.rglob("*.partial")) and not list(a.rglob(".*.tmp"))
