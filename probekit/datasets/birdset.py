@@ -69,9 +69,11 @@ LAYOUT = ("<root> = a datasets.save_to_disk folder of DBD-research-group/BirdSet
 
 #: BAT_ICML2026 configs/hsn/hsn_lp_config.yaml + engine/trainer.py (BCE without ASL; last step; the other heads'
 #: configs share these optimiser settings). probekit.train.protocols registers it as protocol "hsn".
-#: Not reproduced: BAT's WeightedRandomSampler (inverse frequency of each clip's first label).
+#: sampler: BAT data/factory.py (hsn), WeightedRandomSampler with 1/count of each clip's first label, len(train)
+#: draws with replacement (probekit.train.sampling "class_balanced").
 PROTOCOL_HSN = dict(batch_size=64, steps=10_000, warmup_steps=1_000, lr=1e-3, min_lr=1e-6, weight_decay=0.05,
-                    betas=(0.9, 0.999), loss="bce", selection="last", checkpoint_every=1_000)  # fmt: skip
+                    betas=(0.9, 0.999), loss="bce", selection="last", checkpoint_every=1_000,
+                    sampler="class_balanced")  # fmt: skip
 
 
 def _spec(config: str) -> DatasetSpec:
