@@ -425,10 +425,14 @@ class _Run:
         # fetch neighbouring clips together.
         full = (len(order) // bs) * bs
         order[:full] = np.sort(order[:full].reshape(-1, bs), axis=1).reshape(-1)
+        extra = {}
+        if getattr(self.data, "crop", None):  # a live source's random crop: one key per draw (seed, epoch, position)
+            pos = np.arange(start * bs, stop, dtype=np.int64)
+            extra["draw_keys"] = np.stack([np.full_like(pos, self.config.seed), np.full_like(pos, epoch), pos], 1)
         if self.dp is not None:  # data-parallel: this rank's part of each global batch
-            return self.dp.local_batches(self.data, self.probe.request, bs, order[start * bs : stop])
+            return self.dp.local_batches(self.data, self.probe.request, bs, order[start * bs : stop], **extra)
         return iter(self.data.batches(self.probe.request, bs, indices=order[start * bs : stop], shuffle=False,
-                                      drop_last=False))
+                                      drop_last=False, **extra))
 
     def sampled_epoch(self, epoch: int) -> np.ndarray:
         """The clips a weighted sampler draws in `epoch` (weights computed once per run)."""

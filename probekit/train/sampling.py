@@ -90,3 +90,18 @@ def describe(config: Any, num_train: int | None = None) -> dict[str, Any]:
                               else epoch_size(s, config.sampler_epoch, num_train))
         out["source"] = SOURCES[s]
     return out
+
+
+def record_sampling(config: Any, num_train: int | None, crop: Any, online: bool) -> dict[str, Any]:
+    """The `sampling` block of a result record (probekit.results.schema.Sampling): sampler and windows."""
+    from probekit.cache.crop import describe_crop
+
+    return {**describe(config, num_train), "crop": describe_crop(crop, online)}
+
+
+def crop_warning(dataset: str, crop: Any, online: bool) -> str | None:
+    """A token cache cannot hold every random crop: say the run trains on the fixed windows instead."""
+    if not crop or online:
+        return None
+    return (f"{dataset}: training on the fixed window of each clip (a token cache holds one); the official "
+            f"random {float(crop['seconds']):g}-s crop per draw ({crop.get('source', '')}) needs --online")

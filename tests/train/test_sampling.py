@@ -207,5 +207,93 @@ def test_two_ranks_equal_one_process(fsdd_train, tmp_path):
         np.testing.assert_allclose(ranks[0][k], v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+# ---- BirdSet training crops (online) ------------------------------------------------------------------
+def test_bat_crop_follows_birdset_get_train(fsdd_root, tmp_path):
+    import soundfile as sf
+
+    from probekit.audio.io import load_audio
+    from probekit.cache.crop import bat_crop, crop_rng
+
+    crop = {"seconds": 5.0, "noise_std": 0.02}
+    short = sorted((fsdd_root).rglob("*.wav"))[0]
+    wave = load_audio(short, sample_rate=16000)
+    out = bat_crop(short, 16000, crop, (0, 1, 2))
+    assert out.shape == (80000,)
+    # zero-padded, rolled by randint(0, pad) (the rng's first draw), then noise std 0.02 everywhere
+    rng = crop_rng((0, 1, 2))
+    shift = int(rng.integers(0, 80000 - wave.numel() + 1))
+    noise = torch.from_numpy(rng.standard_normal(80000).astype(np.float32)) * 0.02
+    want = torch.roll(torch.nn.functional.pad(wave, (0, 80000 - wave.numel())), shift) + noise
+    torch.testing.assert_close(out, want)
+    assert 0.015 < float(noise.std()) < 0.025
+    assert torch.equal(out, bat_crop(short, 16000, crop, (0, 1, 2)))  # seeded by its key
+    assert not torch.equal(out, bat_crop(short, 16000, crop, (0, 1, 3)))
+    # a 12-s recording: a 5-s window at offset U * (12 - 5)
+    long = np.concatenate([load_audio(p, sample_rate=16000).numpy() for p in sorted(fsdd_root.rglob("*.wav"))[:40]])
+    long = long[: 12 * 16000]
+    path = tmp_path / "long.wav"
+    sf.write(path, long, 16000)
+    offsets = []
+    for k in range(20):
+        rng = crop_rng((3, 0, k))
+        off = float(rng.random()) * 7.0
+        offsets.append(off)
+        got = bat_crop(path, 16000, {"seconds": 5.0}, (3, 0, k))
+        torch.testing.assert_close(got, load_audio(path, sample_rate=16000, offset=off, duration=5.0))
+    assert min(offsets) < 1.5 and max(offsets) > 5.5  # spread over the whole recording
+
+
+@pytest.fixture(scope="module")
+def birdset_root(tmp_path_factory, fsdd_root):
+    pytest.importorskip("datasets")
+    sys.path.insert(0, str(REPO / "tests" / "datasets"))
+    from hf_sets import birdset_hf
+
+    root = tmp_path_factory.mktemp("birdset")
+    birdset_hf(root / "birdset" / "HSN", fsdd_root)
+    return root
+
+
+def test_online_birdset_crops_each_draw_and_a_cache_says_fixed(birdset_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from probekit.backbones import get_backbone
+    from probekit.cache.online import OnlineTokens
+    from probekit.datasets import get_dataset
+    from probekit.tokens import TokenRequest
+
+    ds = get_dataset("birdset-hsn", data_root=birdset_root, train_windows="start")
+    assert ds.train_crop["seconds"] == 5.0 and ds.train_crop["noise_std"] == 0.02
+    assert get_dataset("birdset-hsn", data_root=birdset_root).train_crop is None  # event windows stay fixed
+    tok = OnlineTokens.live(get_backbone("bat-tiny"), ds, "train", device="cpu")
+    assert tok.crop is not None
+    req = TokenRequest(layers="last", patch=False, cls=True)
+    idx = np.array([0, 1, 0])
+
+    def cls(keys=None):
+        return next(iter(tok.batches(req, 3, indices=idx, draw_keys=keys))).cls
+
+    fixed = cls()
+    torch.testing.assert_close(fixed, cls())  # evaluation: the fixed window, every time
+    a = cls(np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]]))
+    torch.testing.assert_close(a, cls(np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])))  # seeded
+    assert not torch.allclose(a[0], a[2])  # the same clip drawn twice: two crops
+    assert not torch.allclose(a[0], fixed[0])
+    # fit hands the keys (seed, epoch, position): a run is reproducible and differs from fixed windows
+    from probekit.probes import make_probe
+    from probekit.train import TrainConfig, fit
+
+    def run(data):
+        probe = make_probe("linear", num_layers=data.num_layers, embed_dim=data.embed_dim,
+                           num_classes=data.num_classes, seed=0)
+        cfg = TrainConfig(steps=3, batch_size=4, device="cpu", sampler="class_balanced", seed=1, log_every=1)
+        return fit(probe, data, config=cfg, progress=False)
+
+    r1, r2 = run(tok), run(tok)
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    tok.crop = None
+    r3 = run(tok)
+    assert [h["loss"] for h in r1.history] != [h["loss"] for h in r3.history]
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1])
