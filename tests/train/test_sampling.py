@@ -295,5 +295,30 @@ def test_online_birdset_crops_each_draw_and_a_cache_says_fixed(birdset_root, tmp
     assert [h["loss"] for h in r1.history] != [h["loss"] for h in r3.history]
 
 
+@pytest.mark.filterwarnings("ignore:.*class\\(es\\) have no clip")
+def test_records_and_plans_say_sampler_and_windows(birdset_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from probekit.api import evaluate
+    from probekit.datasets import get_dataset
+
+    ds = get_dataset("birdset-hsn", data_root=birdset_root, train_windows="start")
+    common = dict(probes=["linear"], cache_dir=tmp_path / "c", device="cpu", progress=False, write=False, workers=0,
+                  layers="last", train_overrides={"steps": 2, "batch_size": 4}, results_dir=tmp_path / "r")
+    plans = evaluate("bat-tiny", datasets=[ds], online=True, dry_run=True, **common).plans
+    line = next(x for x in plans[0] if x.strip().startswith("sampler:"))
+    assert "class_balanced (6 draws per epoch, with replacement" in line and "random 5-s crop" in line
+    online = evaluate("bat-tiny", datasets=[ds], online=True, **common).records[0]
+    assert online.sampling.sampler == "class_balanced" and online.sampling.replacement is True
+    assert online.sampling.epoch_draws == 6 and online.sampling.crop.startswith("random 5-s crop")
+    with pytest.warns(UserWarning, match="fixed window of each clip"):
+        cached = evaluate("bat-tiny", datasets=[ds], **common).records[0]
+    assert cached.sampling.crop.startswith("fixed windows (a token cache") and "needs --online" in cached.notes
+    plain = evaluate("bat-tiny", datasets=[ds], online=True, **{**common, "train_overrides": {
+        "steps": 2, "batch_size": 4, "sampler": "shuffle"}}).records[0]
+    assert plain.sampling.sampler == "shuffle" and plain.sampling.epoch_draws is None
+    assert "sampling" in type(plain).model_validate_json(plain.to_json() if hasattr(plain, "to_json")
+                                                         else plain.model_dump_json()).model_fields_set
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1])
