@@ -77,7 +77,7 @@ LAYOUT = ("<root> = a datasets.save_to_disk folder of DBD-research-group/BirdSet
 #: draws with replacement (probekit.train.sampling "class_balanced").
 PROTOCOL_HSN = dict(batch_size=64, steps=10_000, warmup_steps=1_000, lr=1e-3, min_lr=1e-6, weight_decay=0.05,
                     betas=(0.9, 0.999), loss="bce", selection="last", checkpoint_every=1_000,
-                    sampler="class_balanced")  # fmt: skip
+                    sampler="class_balanced", drop_last=False)  # fmt: skip (the DataLoader keeps the ragged batch)
 
 
 #: BAT data/bat_audio_datasets.py BirdSet.get_train: a random 5-s window of the whole recording per draw

@@ -103,6 +103,7 @@ for _p in (
                 checkpoint_every=2000,
                 sampler="label_weighted",  # BAT data/factory.py (as2m): WeightedRandomSampler, 200,000 draws
                 sampler_epoch=200_000,
+                drop_last=False,  # the official DataLoader keeps an epoch's ragged last batch (200,000 = 2,083 x 96 + 32)
             ),
             False,
             "mAP",

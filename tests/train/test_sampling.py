@@ -122,7 +122,8 @@ def test_protocols_and_checks():
     assert get_protocol("hsn").train.sampler == "class_balanced"
     as2m = get_protocol("as2m").train
     assert (as2m.sampler, as2m.sampler_epoch) == ("label_weighted", 200_000)
-    assert as2m.schedule(2_000_000)[2] == 200_000 // 96
+    assert as2m.schedule(2_000_000)[2] == 2_084 and not as2m.drop_last  # 2,083 x 96 + a ragged 32, as official
+    assert get_protocol("hsn").train.drop_last is False
     assert TrainConfig().sampler == "shuffle"
     with pytest.raises(ConfigError, match="sampler"):
         TrainConfig(sampler="balanced").validate()
