@@ -415,9 +415,14 @@ def _seconds(s: float) -> str:
 
 
 def plan_lines(bb, spec, proto, probe_name, counts, prepared, est, n_seeds: int, trials: int | None,
-               warning: str | None) -> list[str]:
+               warning: str | None, sampling: Mapping[str, Any] | None = None) -> list[str]:
     """The plan of one (probe, dataset) run in words: clips per split, steps, an estimated time, memory."""
     lines = [f"plan: {probe_name} on {bb.name} / {spec.name} (protocol {proto.name})"]
+    if sampling is not None:  # which clips an epoch draws and how they are windowed (probekit.train.sampling)
+        s = sampling["sampler"] + (f" ({sampling['epoch_draws']} draws per epoch, "
+                                   f"{'with' if sampling['replacement'] else 'without'} replacement; "
+                                   f"{sampling['source']})" if sampling["sampler"] != "shuffle" else "")
+        lines.append(f"  sampler: {s}; training windows: {sampling['crop']}")
     lines.append("  clips: " + ", ".join(f"{s} {c['scored']}" + (f" ({c['failed']} failed)" if c["failed"] else "")
                                         for s, c in counts.items()))
     for s, p in prepared.items():
@@ -481,6 +486,12 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
     train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
     val = prepared[val_split].tokens if val_split else None
     cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
+    from probekit.train.sampling import crop_warning, record_sampling
+
+    crop = getattr(ds, "train_crop", None)  # a dataset's random training crop: online only
+    crop_note = crop_warning(spec.name, crop, online)
+    if crop_note:
+        warnings.warn(crop_note, UserWarning, stacklevel=3)
     timings_extract = sum(p.extract_s for p in prepared.values())
     reused = all(p.reused for p in prepared.values())
     progress = o.run.progress
@@ -489,13 +500,15 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
         overrides.setdefault("device", o.run.device)
         if "steps" in overrides and "epochs" not in overrides:
             overrides["epochs"] = None  # an explicit step count wins over an epoch-based preset
+        sampling = record_sampling(_train_config(proto, overrides), counts[train_split]["scored"], crop, online)
         if log is not None or dry_run:
             warning = prototype_warning(probe_name, per_probe[probe_name], counts[train_split]["scored"],
                                         spec.num_classes)
+            warning = "; ".join(w for w in (warning, crop_note) if w) or None
             est = (estimate_fit(probe_name, train, proto, per_probe[probe_name], overrides)
                    if train is not None else None)
             lines = plan_lines(bb, spec, proto, probe_name, counts, prepared, est, len(seed_list),
-                               o.tune.trials if o.tune is not None else None, warning)
+                               o.tune.trials if o.tune is not None else None, warning, sampling)
             if plans is not None:
                 plans.append(lines)
             if log is not None:
@@ -531,8 +544,11 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
             timings=Timings(extract_s=timings_extract, train_s=train_s, eval_s=max(0.0, total - train_s),
                             cache_reused=reused),
             environment=env,
-            notes="; ".join([*clip_notes, *coverage, *notes]),
+            notes="; ".join([*clip_notes, *coverage, *([crop_note] if crop_note else []), *notes]),
         )
+        from probekit.results.schema import Sampling
+
+        record = record.model_copy(update={"sampling": Sampling(**sampling)})
         if trained is not None:
             from probekit.predict import trained_probe
 

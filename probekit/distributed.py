@@ -245,19 +245,24 @@ class DataParallel:
             run.optimizer = run.optimizer.inner
 
     # ---- batches ------------------------------------------------------------------------------------
-    def local_batches(self, data, request, batch_size: int, order: np.ndarray) -> Iterator:
+    def local_batches(self, data, request, batch_size: int, order: np.ndarray, draw_keys=None) -> Iterator:
         """This rank's part of each global batch of `order` (cut in batch_size pieces, a ragged last one
         kept): its clips only are read (or encoded). Sets the weights the next train step uses."""
         r, w = self.env.rank, self.env.world_size
         order = np.asarray(order, dtype=np.int64)
         full = len(order) // batch_size
-        pieces = [(order[: full * batch_size].reshape(full, batch_size), batch_size)] if full else []
+        # draw_keys (a live source's random crops): cut like the clips, so each draw keeps its key
+        keys = np.zeros((len(order), 3), np.int64) if draw_keys is None else np.asarray(draw_keys, np.int64)
+        pieces = [(order[: full * batch_size].reshape(full, batch_size), batch_size,
+                   keys[: full * batch_size].reshape(full, batch_size, 3))] if full else []
         if len(order) > full * batch_size:
-            pieces.append((order[full * batch_size :].reshape(1, -1), len(order) - full * batch_size))
-        for block, n in pieces:
+            pieces.append((order[full * batch_size :].reshape(1, -1), len(order) - full * batch_size,
+                           keys[full * batch_size :].reshape(1, len(order) - full * batch_size, 3)))
+        for block, n, kblock in pieces:
             lo, hi = shard_bounds(n, r, w)
             mine = block[:, lo:hi].reshape(-1)
-            for b in data.batches(request, hi - lo, indices=mine, shuffle=False, drop_last=False):
+            extra = {} if draw_keys is None else {"draw_keys": kblock[:, lo:hi].reshape(len(mine), 3)}
+            for b in data.batches(request, hi - lo, indices=mine, shuffle=False, drop_last=False, **extra):
                 self.global_n, self.local_n, self.offset = n, hi - lo, lo
                 self.weight = 1.0 if self.sum_reduced else (hi - lo) / n
                 yield b

@@ -111,6 +111,30 @@ def batch_order(
     return [idx[s : s + batch_size] for s in range(0, stop, batch_size) if len(idx[s : s + batch_size])]
 
 
+def weighted_order(
+    weights: np.ndarray,
+    num_samples: int,
+    *,
+    replacement: bool,
+    seed: int | Sequence[int] = 0,
+) -> np.ndarray:
+    """Positions 0..len(weights)-1 drawn in proportion to `weights` (>= 0), as torch's
+    WeightedRandomSampler draws one epoch: `num_samples` draws, with or without replacement (then in the
+    order of successive weighted draws). A pure function of `seed`, so every rank, resumed run and token
+    source (RAM, cache, live backbone) draws the same epoch."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("sampling weights must be a non-empty 1-D array of finite values >= 0 with a positive sum")
+    rng = np.random.default_rng(seed)
+    if replacement:
+        return rng.choice(len(w), size=int(num_samples), replace=True, p=w / w.sum()).astype(np.int64)
+    n = min(int(num_samples), int((w > 0).sum()))
+    # successive weighted draws without replacement == ascending exponential keys E/w (Efraimidis-Spirakis)
+    with np.errstate(divide="ignore"):
+        keys = rng.exponential(size=len(w)) / w
+    return np.argsort(keys, kind="stable")[:n].astype(np.int64)
+
+
 class InMemoryTokens:
     """TokenData held in RAM (float32 tensors). Used for preloaded caches and tests."""
 

@@ -59,6 +59,8 @@ class OnlineTokens(LiveSource):
         self.labels = labels.astype(np.float32) if self.multilabel else labels.astype(np.int64)
         self.folds = clip_folds(p.clips)
         self.workers = int(run.workers or 0)
+        # the dataset's random training crop (probekit.cache.crop), applied to draws fit keys (draw_keys)
+        self.crop = getattr(p.dataset, "train_crop", None) if p.split == "train" else None
 
     @classmethod
     def live(cls, backbone, dataset, split: str, *, device: str = "auto", frontend_style: str | None = "model",
@@ -80,9 +82,12 @@ class OnlineTokens(LiveSource):
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        draw_keys: np.ndarray | None = None,
     ) -> Iterator[TokenBatch]:
         """One pass over `indices` (default all clips): decode, frontend, encode, select the requested tokens.
-        An `InputRequest` (a probe that runs the encoder itself, VQT) gets the frontend features instead."""
+        An `InputRequest` (a probe that runs the encoder itself, VQT) gets the frontend features instead.
+        `draw_keys` ((len(indices), 3) seed, epoch, position; with `indices`, no shuffle): training draws,
+        which get the dataset's random crop (`self.crop`) seeded by their key."""
         if isinstance(request, InputRequest):
             yield from input_batches(self, batch_size, indices=indices, shuffle=shuffle, seed=seed,
                                      drop_last=drop_last)
@@ -91,8 +96,14 @@ class OnlineTokens(LiveSource):
         chunks = [c.tolist() for c in order]
         if not chunks:
             return
+        crop = None
+        if self.crop and draw_keys is not None and indices is not None and not shuffle:
+            keys = [tuple(int(v) for v in k) for k in np.asarray(draw_keys, dtype=np.int64).reshape(-1, 3)]
+            it = iter(keys)  # batch_order keeps `indices` in order: the keys follow them
+            chunks = [[(i, next(it)) for i in c] for c in chunks]
+            crop = self.crop
         loader = feature_loader(self.clips, self.backbone.frontend, self.backbone.sample_rate, chunks,
-                                workers=self.workers, device=self.device)
+                                workers=self.workers, device=self.device, crop=crop)
         wanted = list(request.resolve(self.num_layers))
         for rows, feats, valid_frames, ok, errors in loader:
             if errors:

@@ -21,18 +21,25 @@ __all__ = ["ClipFeatures", "clip_folds", "clip_labels", "collate", "feature_load
 class ClipFeatures(torch.utils.data.Dataset):
     """Decode + frontend for one clip, in a DataLoader worker. Bad clips come back as errors, not raises."""
 
-    def __init__(self, clips, frontend, sample_rate: int):
+    def __init__(self, clips, frontend, sample_rate: int, crop=None):
         self.clips, self.frontend, self.sample_rate = clips, frontend, sample_rate
+        self.crop = crop  # a dataset's train_crop (probekit.cache.crop): items (i, draw key) get a random window
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i):
         from probekit.audio.io import load_audio
 
+        i, key = i if isinstance(i, tuple) else (i, None)
         c = self.clips[i]
         try:
-            wave = load_audio(c.path, sample_rate=self.sample_rate, offset=c.offset, duration=c.duration)
+            if self.crop is not None and key is not None:
+                from probekit.cache.crop import bat_crop
+
+                wave = bat_crop(c.path, self.sample_rate, self.crop, key)
+            else:
+                wave = load_audio(c.path, sample_rate=self.sample_rate, offset=c.offset, duration=c.duration)
             with torch.inference_mode():
                 feats = self.frontend.features(wave)
             return i, feats, int(self.frontend.valid_frames(wave.numel())), None
@@ -57,13 +64,14 @@ def worker_init(_):
 
 
 def feature_loader(clips, frontend, sample_rate: int, batches: Sequence[Sequence[int]], *, workers: int,
-                   device: torch.device, prefetch_factor: int | None = None) -> torch.utils.data.DataLoader:
+                   device: torch.device, prefetch_factor: int | None = None,
+                   crop=None) -> torch.utils.data.DataLoader:
     """A DataLoader yielding `collate` tuples for the given batches of clip positions.
 
     Features are computed on the CPU (in `workers` processes when > 0) by a copy of `frontend`; the
     backbone keeps its own copy where it is.
     """
-    source = ClipFeatures(clips, copy.deepcopy(frontend).to("cpu"), sample_rate)
+    source = ClipFeatures(clips, copy.deepcopy(frontend).to("cpu"), sample_rate, crop)
     return torch.utils.data.DataLoader(
         source,
         batch_sampler=batches,

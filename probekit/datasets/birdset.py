@@ -17,8 +17,12 @@ through `probekit.datasets.hfdata` (probekit's own decoder, errors naming split 
   shifts each window at random every epoch (training augmentation); a token cache needs one fixed window,
   so the kept events are drawn with a seeded generator (`seed=`, default 0) and each window starts at its
   event's onset (`EventDecoding` without time shifting: [start, start + 5] s).
-  `train_windows="start"` instead takes the first 5 s of every recording once (BAT's `get_train` draws a
-  random 5-s crop per step from the whole training split).
+  `train_windows="start"` instead takes one item per recording, the first 5 s in a token cache; online
+  (`--online`) each training draw is a fresh random 5-s crop of the whole recording as BAT's `get_train`
+  (`TRAIN_CROP`, applied by `probekit.cache.crop`: uniform offset, or a shorter recording zero-padded and
+  rolled by a random shift; noise std 0.02), seeded by (seed, epoch, draw). That plus the `hsn` protocol's
+  class-balanced sampler is BAT's HSN training recipe. Event windows stay fixed (BirdSet's own event-window
+  time shift is not reproduced).
 
 Metric: macro mAP over all classes (the BAT evaluator's `mAP_macro`); cmAP5 (classes with >= 5
 positives, BirdSet/Bird-MAE's headline) is reported beside it. Protocol `hsn` (BAT configs/hsn/*_lp_config.yaml,
@@ -69,9 +73,16 @@ LAYOUT = ("<root> = a datasets.save_to_disk folder of DBD-research-group/BirdSet
 
 #: BAT_ICML2026 configs/hsn/hsn_lp_config.yaml + engine/trainer.py (BCE without ASL; last step; the other heads'
 #: configs share these optimiser settings). probekit.train.protocols registers it as protocol "hsn".
-#: Not reproduced: BAT's WeightedRandomSampler (inverse frequency of each clip's first label).
+#: sampler: BAT data/factory.py (hsn), WeightedRandomSampler with 1/count of each clip's first label, len(train)
+#: draws with replacement (probekit.train.sampling "class_balanced").
 PROTOCOL_HSN = dict(batch_size=64, steps=10_000, warmup_steps=1_000, lr=1e-3, min_lr=1e-6, weight_decay=0.05,
-                    betas=(0.9, 0.999), loss="bce", selection="last", checkpoint_every=1_000)  # fmt: skip
+                    betas=(0.9, 0.999), loss="bce", selection="last", checkpoint_every=1_000,
+                    sampler="class_balanced", drop_last=False)  # fmt: skip (the DataLoader keeps the ragged batch)
+
+
+#: BAT data/bat_audio_datasets.py BirdSet.get_train: a random 5-s window of the whole recording per draw
+#: (shorter ones padded and rolled at random) + Gaussian noise std 0.02; `Dataset.train_crop` of train_windows=start.
+TRAIN_CROP = {"seconds": WINDOW_SECONDS, "noise_std": 0.02, "source": "BAT BirdSet.get_train"}
 
 
 def _spec(config: str) -> DatasetSpec:
@@ -231,4 +242,5 @@ def open_dataset(spec: DatasetSpec, root: Path, *, train_windows: str = "events"
         ds.warnings.append(f"{spec.name}: {len(ds.spec.classes)} classes in the folder's ClassLabel, BirdSet "
                            f"{config_of(spec.name)} has {SETS[config_of(spec.name)][3]} (another config saved here?)")
     ds.how_to_get = how_to_get(spec.name)
+    ds.train_crop = dict(TRAIN_CROP) if train_windows == "start" else None  # used online only (probekit.cache.crop)
     return ds

@@ -173,6 +173,18 @@ class TuningSummary(BaseModel):
     validation: str | None = None  # which data scored the trials (never the test split)
 
 
+class Sampling(BaseModel):
+    """How training clips were drawn (probekit.train.sampling) and windowed (probekit.cache.crop)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: str = "shuffle"  # shuffle, class_balanced (BAT hsn), label_weighted (BAT as2m)
+    replacement: bool | None = None
+    epoch_draws: int | None = None  # draws per epoch of a weighted sampler
+    source: str | None = None  # the official code it re-derives
+    crop: str = "fixed windows"  # training windows: fixed, or a random crop per draw (online only)
+
+
 class ResultRecord(BaseModel):
     """One probing result (schema version 2). Build with `make_record`; store with `write_record`."""
 
@@ -197,6 +209,7 @@ class ResultRecord(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     tuning: TuningSummary | None = None
     cache_key: str | None = None
+    sampling: Sampling | None = None  # None: not recorded (records before the samplers)
     clips: dict[str, ClipCount] | None = None  # per split: clips scored and failed (None: not recorded)
     timings: Timings = Field(default_factory=Timings)
     environment: Environment | None = None

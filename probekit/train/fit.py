@@ -35,6 +35,7 @@ from probekit.tokens import TokenData
 from probekit.train.events import check_fit
 from probekit.train.losses import LOSSES, check_task_data, make_loss, task_loss
 from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores
+from probekit.train.sampling import SAMPLERS, epoch_order, epoch_size, sample_weights
 from probekit.train.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "fit_state.pt"
@@ -55,6 +56,7 @@ TRAIN_CONSTRAINTS: dict[str, list[Any]] = {
     "eval_batch_size": [_POS_INT], "log_every": [_POS_INT], "checkpoint_every": [_POS_INT],
     "drop_last": [BOOL], "seed": [Interval("int")], "device": [str], "amp": [BOOL],
     "num_threads": [Interval("int", 0, None), None],
+    "sampler": [Options(SAMPLERS)], "sampler_epoch": [_POS_INT, None],
 }
 
 
@@ -89,6 +91,10 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     amp: bool = True  # bf16 autocast, on CUDA only
     num_threads: int | None = None  # torch CPU threads during the run (restored after)
+    # which clips an epoch draws (probekit.train.sampling): shuffle, or the official weighted samplers
+    # class_balanced (BAT hsn) / label_weighted (BAT as2m); sampler_epoch: draws per epoch (None: all clips)
+    sampler: str = "shuffle"
+    sampler_epoch: int | None = None
 
     def validate(self) -> None:
         """Refuse a value of the wrong type or range, naming the key and the value (ConfigError)."""
@@ -117,6 +123,7 @@ class TrainConfig:
     def schedule(self, num_train: int) -> tuple[int, int, int]:
         """(total steps, warmup steps, batches per epoch) for `num_train` training clips."""
         bs = self.batch_size
+        num_train = epoch_size(self.sampler, self.sampler_epoch, num_train)  # a weighted sampler's epoch
         per_epoch = num_train // bs if (self.drop_last and num_train >= bs) else math.ceil(num_train / bs)
         per_epoch = max(1, per_epoch)
         total = math.ceil(self.epochs * per_epoch) if self.epochs is not None else int(self.steps)
@@ -227,6 +234,9 @@ def _fingerprint(probe: Probe, config: TrainConfig, train_idx: np.ndarray, has_v
         cfg.pop(k, None)
     if not cfg.get("asl_focal_grad"):  # added later: at its default, checkpoints written before still resume
         cfg.pop("asl_focal_grad", None)
+    for k, default in (("sampler", "shuffle"), ("sampler_epoch", None)):  # likewise
+        if cfg.get(k) == default:
+            cfg.pop(k, None)
     blob = json.dumps(
         {
             "probe": probe.name,
@@ -401,7 +411,12 @@ class _Run:
         bs, idx = self.config.batch_size, self.train_idx
         # a reader may shuffle its own way (CacheReader(shuffle_order="shard")): also a pure function of seed and epoch
         custom = getattr(self.data, "epoch_order", None)
-        order = custom(idx, [self.config.seed, epoch]) if custom is not None else None
+        order = None
+        if self.config.sampler != "shuffle":  # a weighted sampler decides which clips (beats a reader's order)
+            order = self.sampled_epoch(epoch)
+            idx = order
+        elif custom is not None:
+            order = custom(idx, [self.config.seed, epoch])
         if order is None:
             order = idx[np.random.default_rng([self.config.seed, epoch]).permutation(len(idx))]
         drop_last = self.config.drop_last and len(idx) >= bs
@@ -410,10 +425,23 @@ class _Run:
         # fetch neighbouring clips together.
         full = (len(order) // bs) * bs
         order[:full] = np.sort(order[:full].reshape(-1, bs), axis=1).reshape(-1)
+        extra = {}
+        if getattr(self.data, "crop", None):  # a live source's random crop: one key per draw (seed, epoch, position)
+            pos = np.arange(start * bs, stop, dtype=np.int64)
+            extra["draw_keys"] = np.stack([np.full_like(pos, self.config.seed), np.full_like(pos, epoch), pos], 1)
         if self.dp is not None:  # data-parallel: this rank's part of each global batch
-            return self.dp.local_batches(self.data, self.probe.request, bs, order[start * bs : stop])
+            return self.dp.local_batches(self.data, self.probe.request, bs, order[start * bs : stop], **extra)
         return iter(self.data.batches(self.probe.request, bs, indices=order[start * bs : stop], shuffle=False,
-                                      drop_last=False))
+                                      drop_last=False, **extra))
+
+    def sampled_epoch(self, epoch: int) -> np.ndarray:
+        """The clips a weighted sampler draws in `epoch` (weights computed once per run)."""
+        cfg = self.config
+        if getattr(self, "_weights", None) is None:
+            self._weights = sample_weights(cfg.sampler, np.asarray(self.data.labels)[self.train_idx],
+                                           bool(self.data.multilabel))
+        n = epoch_size(cfg.sampler, cfg.sampler_epoch, len(self.train_idx))
+        return epoch_order(cfg.sampler, self._weights, self.train_idx, seed=cfg.seed, epoch=epoch, num_samples=n)
 
     def batches(self, state: _FitState) -> Iterator:
         """The remaining batches of the run, epoch after epoch, from where `state` stands (the caller
