@@ -201,6 +201,14 @@ def parse_events_manifest(
     return spec, {s: by_split[s] for s in splits}
 
 
+def build_fsdd_events(out_dir, fsdd_root=None, **kwargs) -> dict[str, Path]:
+    """Write an FSDD-derived event task (spoken digits at known onsets) to try SED without DCASE data;
+    returns {"events": CSV for `events:`, "hear": folder for `hear:`}. See probekit.datasets.fsdd_events."""
+    from probekit.datasets.fsdd_events import build_fsdd_events as build
+
+    return build(out_dir, fsdd_root, **kwargs)
+
+
 def open_events_manifest(csv_path: Path, **options) -> EventDataset:
     check_options(f"{PREFIX}{csv_path}", options, ())
     spec, by_split = parse_events_manifest(Path(csv_path))
