@@ -50,6 +50,7 @@ class EventClip:
     path: Path
     split: str
     events: tuple[Event, ...]
+    fold: int | None = None  # 1-based fold of k-fold tasks (HEAR), for cross-validating protocols
 
 
 class EventDataset(Dataset):
@@ -63,7 +64,8 @@ class EventDataset(Dataset):
         self._events = by_split
 
     def _files(self, split: str) -> list[Clip]:
-        return [Clip(c.id, c.path, tuple(sorted({e.label for e in c.events})), split) for c in self._events[split]]
+        return [Clip(c.id, c.path, tuple(sorted({e.label for e in c.events})), split, fold=c.fold)
+                for c in self._events[split]]
 
     def events(self, split: str) -> list[EventClip]:
         if split not in self.spec.splits:

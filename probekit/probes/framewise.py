@@ -68,6 +68,13 @@ class FrameHead(Probe):
         """How per-row probabilities become events (probekit.train.events.frames_to_events)."""
         return {"threshold": self.threshold, "median_filter": self.median_filter}
 
+    def _event_report(self) -> dict:
+        """Recorded with every frame-wise result: the fixed post-processing (official: never tuned on
+        validation or test) and the validation metric the best step was selected on (official: frame mAP_micro)."""
+        from probekit.train.events import SELECTION_METRIC
+
+        return {"postprocessing": self.postprocessing(), "val_selection": f"frame {SELECTION_METRIC} (official)"}
+
     def _grid(self, batch: TokenBatch, patch: Tensor) -> Tensor:
         """(B, Ls, N, D) time-major tokens -> (B, Ls, T, F, D)."""
         if batch.grid is None:
@@ -81,7 +88,7 @@ class FrameHead(Probe):
         return patch.reshape(patch.shape[0], patch.shape[1], t, f, patch.shape[3])
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **super().report()}
+        return {**self._event_report(), **super().report()}
 
 
 @register_probe
@@ -145,7 +152,7 @@ class FrameLinearCGP(_GatedMixin, FrameHead):
         return self.fc(self.dropout(self.ln(x)))
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **_GatedMixin.report(self)}
+        return {**self._event_report(), **_GatedMixin.report(self)}
 
 
 @register_probe
@@ -192,7 +199,7 @@ class FrameCGP(_GatedMixin, FrameHead):
         return self.fc(self.dropout(self.features(batch)))
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **_GatedMixin.report(self)}
+        return {**self._event_report(), **_GatedMixin.report(self)}
 
 
 @register_probe

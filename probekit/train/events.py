@@ -23,7 +23,7 @@ Re-derived from the official BAT code (`houtan-ghaffari/BAT_ICML2026`):
     rows too; for DCASE 2016 task 2, whose clips all fill the 750 rows, the two agree).
   * post-processing parameters are NOT chosen on validation by the official code: `eval_test_set_dcase` is
     called with threshold 0.3 and filter_size 3 after training. probekit does the same (the probe's
-    `threshold`/`median_filter`, defaults 0.3/3, recorded in the test metrics as `postprocessing`). HEAR's
+    `threshold`/`median_filter`, defaults 0.3/3, recorded in the record's extras `postprocessing`). HEAR's
     eval kit instead grid-searches median_filter_ms/min_duration on validation; probekit does not do that.
 
 Hostile annotations (handled as the official code does, documented and tested): two events of one class that
@@ -268,9 +268,14 @@ def psds_scores(reference: Sequence[list[dict]], operating_points: dict[float, S
 
     reference: per file, its {event_label, event_onset, event_offset} (overlaps of one label are merged);
     operating_points: {threshold: per file, its detected events}; durations: per file, seconds of audio.
-    Files are named by position. Empty when no file has a reference event (PSDS is undefined there).
+    Files are named by position. Empty where PSDS does not apply: no reference event, or a single class
+    (psds_eval's effective FP rate is `fpr + alpha_ct * nanmean(cross-trigger rates)`, NaN without a second
+    class, which scores 0 whatever the detections).
     """
     import pandas as pd
+
+    if len(classes) < 2:
+        return {}
 
     PSDSEval = _psds_eval_class()
     gt = [(f"f{i}", e["event_onset"], e["event_offset"], e["event_label"])
@@ -374,9 +379,7 @@ class EventTask:
             "mAP_macro": float(ap.mean() * 100),
         })
         metrics.update(extra)
-        per_class = {"ap": (ap * 100).tolist(), "f1": ev["per_class_f1"], "positives": y.sum(0).astype(int).tolist(),
-                     # how events were decoded (fixed, as the official test; never chosen on test data)
-                     "postprocessing": [f"threshold={thr:g}", f"median_filter={k}"]}
+        per_class = {"ap": (ap * 100).tolist(), "f1": ev["per_class_f1"], "positives": y.sum(0).astype(int).tolist()}
         return EvalResult(primary_name=PRIMARY, metrics=metrics, per_class=per_class, num_examples=int(len(idx)))
 
 
