@@ -111,6 +111,9 @@ def build_fsdd_events(out_dir: str | Path, fsdd_root: str | Path | None = None, 
         raise DatasetError(f"seconds {seconds} must be a range within (0, hear_duration={hear_duration}]")
     takes = _takes(recordings, digits)
     clips = dict(clips or DEFAULT_CLIPS)
+    unknown = [s for s in clips if s not in ("train", "valid", "test")]
+    if unknown:
+        raise DatasetError(f"clips names split {unknown[0]!r}; the splits are train, valid, test")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     audio, hear = out / "audio", out / "hear"
@@ -130,6 +133,10 @@ def build_fsdd_events(out_dir: str | Path, fsdd_root: str | Path | None = None, 
             labels[name] = [{"label": p.digit, "start": p.onset * 1000.0, "end": p.offset * 1000.0} for p in placed]
             rows += [(f"audio/{split}/{name}", p.digit, p.onset, p.offset, split) for p in placed]
         atomic_write_json(hear / f"{split}.json", labels, indent=1)
+    for split in ("train", "valid", "test"):  # hear-preprocess's trainvaltest layout has all three files
+        if split not in clips:
+            (hear / "16000" / split).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(hear / f"{split}.json", {}, indent=1)
     csv_path = out / "events.csv"
     atomic_write_text(csv_path, _csv_text(["path", "label", "onset", "offset", "split"], rows))
     meta = {"task_name": "fsdd_events", "version": "probekit", "embedding_type": "event",

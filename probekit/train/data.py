@@ -34,15 +34,15 @@ class ConcatTokens:
         self.num_classes = first.num_classes
         self.multilabel = first.multilabel
         self.grid = tuple(max(p.grid[i] for p in parts) for i in range(2))
-        self.labels = np.concatenate([np.asarray(p.labels) for p in parts])
-        folds = [p.folds for p in parts]
-        self.folds = None if any(f is None for f in folds) else np.concatenate([np.asarray(f) for f in folds])
         tasks = [getattr(p, "event_task", None) for p in parts]
         if any(t is not None for t in tasks):  # event tasks (FrameTokens): keep the frame targets' scoring
             from probekit.train.events import join_event_tasks
 
             self.event_task = join_event_tasks(tasks)
             self.classes = self.event_task.classes
+        self.labels = np.concatenate([np.asarray(p.labels) for p in parts])
+        folds = [p.folds for p in parts]
+        self.folds = None if any(f is None for f in folds) else np.concatenate([np.asarray(f) for f in folds])
 
     def batches(
         self,
