@@ -31,6 +31,8 @@ from probekit.errors import DatasetError
 RATE = 16000
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DEFAULT_CLIPS = {"train": 24, "valid": 6, "test": 8}
+#: The FSDD subset shipped with probekit (probekit.demo.DEMO_DATA, without importing the demo).
+SHIPPED_FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd-demo"
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,7 @@ def build_fsdd_events(out_dir: str | Path, fsdd_root: str | Path | None = None, 
     from probekit._io import atomic_write_json, atomic_write_text
 
     if fsdd_root is None:
-        from probekit.demo import DEMO_DATA
-
-        fsdd_root = DEMO_DATA
+        fsdd_root = SHIPPED_FSDD
     recordings = Path(fsdd_root) / "recordings"
     digits = tuple(str(d) for d in digits)
     if not digits or any(d not in "0123456789" or len(d) != 1 for d in digits):

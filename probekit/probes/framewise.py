@@ -43,6 +43,8 @@ from probekit.tokens import TokenBatch
 #: The official post-processing (engine/trainer.py -> eval_test_set_dcase(threshold=0.3, filter_size=3)).
 THRESHOLD = 0.3
 MEDIAN_FILTER = 3
+#: What `fit` selects the best validation step on for event tasks (probekit.train.events.SELECTION_METRIC).
+VAL_SELECTION = "frame mAP_micro (official)"
 
 _POST_CONSTRAINTS: dict[str, list] = {
     "threshold": [Interval("real", 0, 1, "neither")],
@@ -74,9 +76,7 @@ class FrameHead(Probe):
     def _event_report(self) -> dict:
         """Recorded with every frame-wise result: the fixed post-processing (official: never tuned on
         validation or test) and the validation metric the best step was selected on (official: frame mAP_micro)."""
-        from probekit.train.events import SELECTION_METRIC
-
-        return {"postprocessing": self.postprocessing(), "val_selection": f"frame {SELECTION_METRIC} (official)"}
+        return {"postprocessing": self.postprocessing(), "val_selection": VAL_SELECTION}
 
     def _grid(self, batch: TokenBatch, patch: Tensor) -> Tensor:
         """(B, Ls, N, D) time-major tokens -> (B, Ls, T, F, D)."""
