@@ -268,14 +268,19 @@ def psds_scores(reference: Sequence[list[dict]], operating_points: dict[float, S
 
     reference: per file, its {event_label, event_onset, event_offset} (overlaps of one label are merged);
     operating_points: {threshold: per file, its detected events}; durations: per file, seconds of audio.
-    Files are named by position. Empty where PSDS does not apply: no reference event, or a single class
-    (psds_eval's effective FP rate is `fpr + alpha_ct * nanmean(cross-trigger rates)`, NaN without a second
-    class, which scores 0 whatever the detections).
+    Files are named by position. Scored over the classes with a reference event (psds_eval needs each class's
+    ground-truth duration; detections of the other classes are left out). Empty where PSDS does not apply:
+    fewer than two such classes (psds_eval's effective FP rate is `fpr + alpha_ct * nanmean(cross-trigger
+    rates)`, NaN without a second class, which scores 0 whatever the detections).
     """
     import pandas as pd
 
+    present = {e["event_label"] for ref in reference for e in ref if e["event_offset"] > e["event_onset"]}
+    classes = [c for c in classes if c in present]
     if len(classes) < 2:
         return {}
+    operating_points = {t: [[e for e in est if e["event_label"] in present] for est in op]
+                        for t, op in operating_points.items()}
 
     PSDSEval = _psds_eval_class()
     gt = [(f"f{i}", e["event_onset"], e["event_offset"], e["event_label"])

@@ -93,3 +93,11 @@ def test_event_task_reports_psds_on_test_only():
     test = data.event_task.evaluate(scores, None, probe, psds=True)
     # decoded events run from the first to the last active row time: a [0.32, 0.96], b [1.6, 2.4], exact
     assert test.metrics["psds1"] == pytest.approx(100.0) and test.metrics["psds2"] == pytest.approx(100.0)
+
+
+def test_classes_without_reference_events_are_left_out():
+    # "c" has no reference event in the test files: scored over a and b only (psds_eval needs each class's
+    # ground-truth duration); its detections do not count
+    got = psds_scores(REF, {0.5: [PERFECT + [E("c", 40, 41)]]}, [HOUR], ["a", "b", "c"])
+    assert got == {"psds1": 1.0, "psds2": 1.0}
+    assert psds_scores([[E("a", 1, 2)]], {0.5: [[E("a", 1, 2)]]}, [10.0], C) == {}  # one class left: none
