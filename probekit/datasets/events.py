@@ -110,7 +110,7 @@ def check_event(where: str, label: str, onset: float, offset: float, duration: f
                            hint="each event needs onset < offset (seconds)")  # fmt: skip
     if duration is not None and offset > duration + DURATION_SLACK_S:
         raise DatasetError(f"{where}: event {label!r} ends at {offset:g} s, after the file's end ({duration:.3f} s)",
-                           hint="times are seconds from the start of the file (milliseconds? divide by 1000)")  # fmt: skip
+                           hint="times are seconds from the file's start (milliseconds? divide by 1000)")  # fmt: skip
 
 
 def file_duration(path: Path) -> float | None:

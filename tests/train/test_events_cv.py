@@ -65,15 +65,15 @@ def test_concat_tokens_keep_frame_targets_and_scoring():
 def test_cross_validation_over_event_folds():
     folds = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3])
     data = _toy(9, folds=folds)
-    kw = dict(protocol="events-cv", train_overrides={"steps": 3, "batch_size": 4, "warmup_steps": 0}, progress=False)
+    kw = dict(protocol="events-cv", train_overrides={"steps": 3, "batch_size": 4, "warmup_steps": 0}, progress=False,
+              hparams={"psds": False})  # PSDS on test: tests/train/test_events.py (5 s per fold here)
     res = run_protocol("sed-linear", data, **kw)
     assert [m.fold for m in res.fold_metrics] == [1, 2, 3] and res.selection == "cv"
     assert res.metrics.primary_name == "event_onset_200ms_fms" and len(res.metrics.folds) == 3
-    assert {"psds1", "psds2", "mAP_micro"} <= set(res.fold_metrics[0].metrics)
+    assert "mAP_micro" in res.fold_metrics[0].metrics and "psds1" not in res.fold_metrics[0].metrics
     # train + test joined (ConcatTokens) as for a dataset whose folds span both splits
-    res2 = run_protocol("sed-linear", _toy(6, folds=folds[:6]), _toy(3, seed=3, folds=folds[6:]),
-                        hparams={"psds": False}, **kw)
-    assert [m.fold for m in res2.fold_metrics] == [1, 2, 3] and "psds1" not in res2.fold_metrics[0].metrics
+    res2 = run_protocol("sed-linear", _toy(6, folds=folds[:6]), _toy(3, seed=3, folds=folds[6:]), **kw)
+    assert [m.fold for m in res2.fold_metrics] == [1, 2, 3]
 
 
 def test_user_facing_builder_runs_on_the_shipped_fsdd_subset(tmp_path):

@@ -73,7 +73,8 @@ def test_overlapping_reference_events_of_one_label_are_scored_as_their_union():
     from psds_eval import PSDSEval, PSDSEvalError
 
     ref = [[E("a", 10, 12), E("a", 11, 13), E("b", 20, 22)]]
-    gt = pd.DataFrame([("f0", 10, 12, "a"), ("f0", 11, 13, "a")], columns=["filename", "onset", "offset", "event_label"])
+    cols = ["filename", "onset", "offset", "event_label"]
+    gt = pd.DataFrame([("f0", 10, 12, "a"), ("f0", 11, 13, "a")], columns=cols)
     with pytest.raises(PSDSEvalError, match="intersecting"):  # psds_eval itself refuses them
         PSDSEval(ground_truth=gt, metadata=pd.DataFrame([("f0", 60.0)], columns=["filename", "duration"]))
     got = psds_scores(ref, {0.5: [[E("a", 10, 13), E("b", 20, 22)]]}, [HOUR], C)
