@@ -23,6 +23,10 @@ accuracy (multiclass) or mAP (multilabel) and `dataset.warnings` says so.
 
 Event tasks load as `probekit.datasets.events.EventDataset` (annotations in seconds): the frame-wise heads
 train on them (`probekit.train.events`, scored with HEAR's event metrics); clip-level probes refuse them.
+k-fold event tasks split as scene tasks do (`all` with `EventClip.fold`, and train/valid/test of `test_fold`);
+protocol `events-cv` (declared in dcase2016.py) cross-validates them over every fold. Times are checked: an
+event past its file's end (sample_duration, else the wav's own length) and a split file whose times all fit
+their clips read as seconds (HEAR writes milliseconds) are one-line errors naming the file and the event.
 """
 
 from __future__ import annotations
