@@ -66,6 +66,17 @@ PROTOCOLS = (
         False, "mAP",
         source="BAT_ICML2026 configs/dcase2016_task2/sed_cgp_config.yaml + engine/trainer.py",
     ),
+    # HEAR k-fold event tasks (`hear:PATH` with nfolds): the same recipe cross-validated over the task's folds,
+    # each fold trained to its last step (no validation inside a fold: selection "last")
+    ProtocolDecl(
+        "events-cv",
+        "event tasks with folds (HEAR k-fold): the dcase2016_task2 recipe (4,000 steps, batch 4, warmup 400, "
+        "wd 0.05, BCE) cross-validated over the folds, last step per fold; event onset F1 (200 ms)",
+        {"batch_size": 4, "steps": 4000, "warmup_steps": 400, "weight_decay": 0.05, "loss": "bce",
+         "selection": "last"},
+        True, "auto",
+        source="BAT_ICML2026 configs/dcase2016_task2/sed_cgp_config.yaml; HEAR fold protocol (hear-eval-kit)",
+    ),
 )  # fmt: skip
 
 

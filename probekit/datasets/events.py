@@ -9,6 +9,12 @@ grid's time resolution (`probekit.train.events`). Clip-level probes refuse event
 has several rows; seconds; `path` relative to the CSV's folder or absolute). Checked: onset >= 0,
 onset < offset, split one of train/valid/test, one file in one split only, and -- when the file exists and
 its header can be read -- offset <= the file's duration (+10 ms for rounding).
+
+Hostile annotations: an event past the file's end, a zero-length event (onset == offset) and, in HEAR tasks,
+a label missing from labelvocabulary.csv or times in seconds where HEAR writes milliseconds are one-line
+errors naming the file and the event. Overlapping events of one label are kept as the official BAT code keeps
+them: their frame targets are the union, sed_eval scores each as a reference event, and PSDS (whose
+psds_eval refuses intersecting events of one class) scores their union (`probekit.train.events`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class EventClip:
     path: Path
     split: str
     events: tuple[Event, ...]
+    fold: int | None = None  # 1-based fold of k-fold tasks (HEAR), for cross-validating protocols
 
 
 class EventDataset(Dataset):
@@ -63,7 +70,8 @@ class EventDataset(Dataset):
         self._events = by_split
 
     def _files(self, split: str) -> list[Clip]:
-        return [Clip(c.id, c.path, tuple(sorted({e.label for e in c.events})), split) for c in self._events[split]]
+        return [Clip(c.id, c.path, tuple(sorted({e.label for e in c.events})), split, fold=c.fold)
+                for c in self._events[split]]
 
     def events(self, split: str) -> list[EventClip]:
         if split not in self.spec.splits:
@@ -102,7 +110,7 @@ def check_event(where: str, label: str, onset: float, offset: float, duration: f
                            hint="each event needs onset < offset (seconds)")  # fmt: skip
     if duration is not None and offset > duration + DURATION_SLACK_S:
         raise DatasetError(f"{where}: event {label!r} ends at {offset:g} s, after the file's end ({duration:.3f} s)",
-                           hint="times are seconds from the start of the file")  # fmt: skip
+                           hint="times are seconds from the file's start (milliseconds? divide by 1000)")  # fmt: skip
 
 
 def file_duration(path: Path) -> float | None:
@@ -199,6 +207,14 @@ def parse_events_manifest(
         source=str(csv_path.resolve()),
     )
     return spec, {s: by_split[s] for s in splits}
+
+
+def build_fsdd_events(out_dir, fsdd_root=None, **kwargs) -> dict[str, Path]:
+    """Write an FSDD-derived event task (spoken digits at known onsets) to try SED without DCASE data;
+    returns {"events": CSV for `events:`, "hear": folder for `hear:`}. See probekit.datasets.fsdd_events."""
+    from probekit.datasets.fsdd_events import build_fsdd_events as build
+
+    return build(out_dir, fsdd_root, **kwargs)
 
 
 def open_events_manifest(csv_path: Path, **options) -> EventDataset:

@@ -23,6 +23,10 @@ accuracy (multiclass) or mAP (multilabel) and `dataset.warnings` says so.
 
 Event tasks load as `probekit.datasets.events.EventDataset` (annotations in seconds): the frame-wise heads
 train on them (`probekit.train.events`, scored with HEAR's event metrics); clip-level probes refuse them.
+k-fold event tasks split as scene tasks do (`all` with `EventClip.fold`, and train/valid/test of `test_fold`);
+protocol `events-cv` (declared in dcase2016.py) cross-validates them over every fold. Times are checked: an
+event past its file's end (sample_duration, else the wav's own length) and a split file whose times all fit
+their clips read as seconds (HEAR writes milliseconds) are one-line errors naming the file and the event.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from probekit.datasets._common import check_options
 from probekit.datasets.base import Clip, Dataset, DatasetSpec
-from probekit.datasets.events import Event, EventClip, EventDataset, check_event
+from probekit.datasets.events import Event, EventClip, EventDataset, check_event, file_duration
 from probekit.errors import ConfigError, DatasetError
 
 PREFIX = "hear:"
@@ -170,7 +174,7 @@ def _spec(
 
 
 def _probekit_splits(meta: dict) -> tuple[str, ...]:
-    if meta["embedding_type"] == "scene" and meta["split_mode"] in KFOLD_MODES:
+    if meta["split_mode"] in KFOLD_MODES:  # scene and event tasks: HEAR's folds as all/train/valid/test
         return ("all", "train", "valid", "test")
     return ("train", "valid", "test") if meta["split_mode"] == "trainvaltest" else tuple(hear_splits(meta))
 
@@ -209,7 +213,7 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
         test_fold = int(test_fold)
     except (TypeError, ValueError):
         raise ConfigError(f"{spec.name} test_fold={test_fold!r} is not an integer") from None
-    if kfold and not event and not 1 <= test_fold <= nfolds:
+    if kfold and not 1 <= test_fold <= nfolds:
         raise ConfigError(f"{spec.name} test_fold={test_fold} must be 1..{nfolds}")
     missing: dict[str, int] = {}
     per_file: dict[str, list] = {}  # HEAR split -> clips (scene) or event clips
@@ -226,9 +230,9 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
                 continue
             cid = f"{split}/{fname}"
             if event:
-                items.append(
-                    _event_clip(where, fname, labels, index, cid, path, split, spec.clip_seconds or None)
-                )
+                dur = spec.clip_seconds or file_duration(path)  # no sample_duration: the file's own length
+                items.append(_event_clip(where, fname, labels, index, cid, path, split, dur,
+                                         fold=k + 1 if kfold else None))
             else:
                 items.append(
                     _scene_clip(
@@ -243,22 +247,24 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
                         fold=k + 1 if kfold else None,
                     )
                 )
+        if event:
+            _check_time_unit(where, data, {c.path.name: c.path for c in items}, spec.clip_seconds or None)
         per_file[split] = items
         missing[split] = absent
     if not any(per_file.values()):
         raise DatasetError(f"{root}: none of the listed audio files exist under {rate}/",
                            hint=f"expected {LAYOUT}")  # fmt: skip
     if event:
-        ds: Dataset = EventDataset(spec, root, per_file)
+        ds: Dataset = EventDataset(spec, root, _scene_splits(per_file, meta, int(test_fold)))
     else:
         by_split = _scene_splits(per_file, meta, int(test_fold))
         ds = Dataset(spec, root, lambda s: by_split[s])
-        if kfold:  # the same counts, per probekit split
-            names = hear_splits(meta)
-            test, valid = names[int(test_fold) - 1], names[int(test_fold) % len(names)]
-            missing = {"all": sum(missing.values()), "test": missing[test], "valid": missing[valid],
-                       "train": sum(v for k, v in missing.items() if k not in (test, valid))}  # fmt: skip
         ds.warnings = ds.class_coverage()
+    if kfold:  # the same counts, per probekit split
+        names = hear_splits(meta)
+        test, valid = names[int(test_fold) - 1], names[int(test_fold) % len(names)]
+        missing = {"all": sum(missing.values()), "test": missing[test], "valid": missing[valid],
+                   "train": sum(v for k, v in missing.items() if k not in (test, valid))}  # fmt: skip
     ds.missing = missing
     ds.warnings = warnings + list(ds.warnings)
     ds.sample_rate = rate
@@ -283,7 +289,7 @@ def _scene_clip(where, fname, labels, index, multilabel, cid, path, split, fold)
     return Clip(id=cid, path=path, labels=tuple(sorted({index[x] for x in labels})), split=split, fold=fold)
 
 
-def _event_clip(where, fname, events, index, cid, path, split, duration) -> EventClip:
+def _event_clip(where, fname, events, index, cid, path, split, duration, fold=None) -> EventClip:
     if not isinstance(events, list):
         raise DatasetError(f"{where}: {fname!r} needs a list of events, got {type(events).__name__}")
     out = []
@@ -299,10 +305,34 @@ def _event_clip(where, fname, events, index, cid, path, split, duration) -> Even
             raise DatasetError(f"{where}: {fname!r}: start/end must be numbers (ms), got {e!r}") from None
         check_event(f"{where} {fname!r}", e["label"], onset, offset, duration)  # within sample_duration
         out.append(Event(index[e["label"]], onset, offset))
-    return EventClip(cid, path, split, tuple(sorted(out, key=lambda v: (v.onset, v.label))))
+    return EventClip(cid, path, split, tuple(sorted(out, key=lambda v: (v.onset, v.label))), fold)
 
 
-def _scene_splits(per_file: dict[str, list[Clip]], meta: dict, test_fold: int) -> dict[str, list[Clip]]:
+def _check_time_unit(where: Path, data: dict, paths: dict, sample_duration: float | None) -> None:
+    """A split file whose times are seconds, not HEAR's milliseconds: every end, read as seconds, lies inside
+    its clip (real millisecond annotations would then all sit in the first thousandth of every clip)."""
+    from probekit.datasets.events import file_duration
+
+    first, ends = None, []
+    for fname, events in data.items():
+        if fname not in paths or not isinstance(events, list):
+            continue
+        dur = sample_duration or file_duration(paths[fname])
+        for e in events:
+            if not (isinstance(e, dict) and isinstance(e.get("end"), (int, float)) and dur):
+                return  # malformed events are reported per event; unknown durations cannot tell
+            ends.append(float(e["end"]) <= dur)
+            first = first or (fname, e)
+    if first is not None and all(ends) and max(float(e["end"]) for v in data.values() if isinstance(v, list)
+                                               for e in v if isinstance(e, dict)) > 0:
+        fname, e = first
+        raise DatasetError(f"{where}: {fname!r} event {e.get('label')!r} start/end {e.get('start')}/{e.get('end')} "
+                           f"look like seconds: every end in this file fits inside its clip read as seconds",
+                           hint="HEAR event times are milliseconds: multiply start and end by 1000")
+
+
+def _scene_splits(per_file: dict[str, list], meta: dict, test_fold: int) -> dict[str, list]:
+    """probekit's splits of HEAR's split files (Clips of scene tasks, EventClips of event tasks)."""
     from dataclasses import replace
 
     if meta["split_mode"] == "trainvaltest":

@@ -34,7 +34,7 @@ from probekit.errors import ProbeError
 from probekit.probes._kernels import binarize_normalize_rows
 from probekit.probes.base import Probe, patch_request, register_probe
 from probekit.probes.cgp import _GatedMixin, _layer_request
-from probekit.probes.constraints import Interval
+from probekit.probes.constraints import BOOL, Interval
 from probekit.probes.head2toe import group_lasso, group_scale
 from probekit.probes.linear import _norm_dropout_linear
 from probekit.probes.space import Choice, Float, Int, Param
@@ -43,10 +43,13 @@ from probekit.tokens import TokenBatch
 #: The official post-processing (engine/trainer.py -> eval_test_set_dcase(threshold=0.3, filter_size=3)).
 THRESHOLD = 0.3
 MEDIAN_FILTER = 3
+#: What `fit` selects the best validation step on for event tasks (probekit.train.events.SELECTION_METRIC).
+VAL_SELECTION = "frame mAP_micro (official)"
 
 _POST_CONSTRAINTS: dict[str, list] = {
     "threshold": [Interval("real", 0, 1, "neither")],
     "median_filter": [Interval("int", 1, 99)],
+    "psds": [BOOL],
 }
 
 
@@ -57,16 +60,23 @@ class FrameHead(Probe):
     threshold: float
     median_filter: int
 
-    def _set_post(self, threshold: float, median_filter: int) -> None:
+    def _set_post(self, threshold: float, median_filter: int, psds: bool = True) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold={threshold} must be in (0, 1)")
         if int(median_filter) < 1 or int(median_filter) % 2 == 0:
             raise ValueError(f"median_filter={median_filter} must be an odd number of rows >= 1 (1: none)")
         self.threshold, self.median_filter = float(threshold), int(median_filter)
+        # psds: also score PSDS1/PSDS2 on test (psds_eval, 50 operating points: ~0.1 s each); False skips it
+        self.psds = bool(psds)
 
     def postprocessing(self) -> dict:
         """How per-row probabilities become events (probekit.train.events.frames_to_events)."""
         return {"threshold": self.threshold, "median_filter": self.median_filter}
+
+    def _event_report(self) -> dict:
+        """Recorded with every frame-wise result: the fixed post-processing (official: never tuned on
+        validation or test) and the validation metric the best step was selected on (official: frame mAP_micro)."""
+        return {"postprocessing": self.postprocessing(), "val_selection": VAL_SELECTION}
 
     def _grid(self, batch: TokenBatch, patch: Tensor) -> Tensor:
         """(B, Ls, N, D) time-major tokens -> (B, Ls, T, F, D)."""
@@ -81,7 +91,7 @@ class FrameHead(Probe):
         return patch.reshape(patch.shape[0], patch.shape[1], t, f, patch.shape[3])
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **super().report()}
+        return {**self._event_report(), **super().report()}
 
 
 @register_probe
@@ -99,10 +109,10 @@ class FrameLinear(FrameHead):
 
     def __init__(self, *, num_layers: int, embed_dim: int, num_classes: int, layer_norm: bool = True,
                  dropout: float = 0.0, layer: int = -1, threshold: float = THRESHOLD,
-                 median_filter: int = MEDIAN_FILTER):
+                 median_filter: int = MEDIAN_FILTER, psds: bool = True):
         super().__init__()
         self._store_hparams(locals())
-        self._set_post(threshold, median_filter)
+        self._set_post(threshold, median_filter, psds)
         self.request = patch_request(layer, num_layers)
         self.ln, self.dropout, self.fc = _norm_dropout_linear(
             embed_dim, num_classes, layer_norm=layer_norm, dropout=dropout
@@ -128,10 +138,10 @@ class FrameLinearCGP(_GatedMixin, FrameHead):
 
     def __init__(self, *, num_layers: int, embed_dim: int, num_classes: int, layer_norm: bool = True,
                  dropout: float = 0.0, layers: str | tuple[int, ...] = "all", threshold: float = THRESHOLD,
-                 median_filter: int = MEDIAN_FILTER):
+                 median_filter: int = MEDIAN_FILTER, psds: bool = True):
         super().__init__()
         self._store_hparams(locals())
-        self._set_post(threshold, median_filter)
+        self._set_post(threshold, median_filter, psds)
         self.request, n_read = _layer_request(layers, num_layers, patch=True, cls=False)
         self.block_attention = nn.Parameter(torch.zeros(n_read))  # official init zeros
         self.ln, self.dropout, self.fc = _norm_dropout_linear(
@@ -145,7 +155,7 @@ class FrameLinearCGP(_GatedMixin, FrameHead):
         return self.fc(self.dropout(self.ln(x)))
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **_GatedMixin.report(self)}
+        return {**self._event_report(), **_GatedMixin.report(self)}
 
 
 @register_probe
@@ -164,10 +174,10 @@ class FrameCGP(_GatedMixin, FrameHead):
 
     def __init__(self, *, num_layers: int, embed_dim: int, num_classes: int, prototypes: int = 10000,
                  dropout: float = 0.2, layers: str | tuple[int, ...] = "all", threshold: float = THRESHOLD,
-                 median_filter: int = MEDIAN_FILTER):
+                 median_filter: int = MEDIAN_FILTER, psds: bool = True):
         super().__init__()
         self._store_hparams(locals())
-        self._set_post(threshold, median_filter)
+        self._set_post(threshold, median_filter, psds)
         if prototypes < 1:
             raise ValueError(f"prototypes={prototypes} must be >= 1")
         self.request, n_read = _layer_request(layers, num_layers, patch=True, cls=False)
@@ -192,7 +202,7 @@ class FrameCGP(_GatedMixin, FrameHead):
         return self.fc(self.dropout(self.features(batch)))
 
     def report(self) -> dict:
-        return {"postprocessing": self.postprocessing(), **_GatedMixin.report(self)}
+        return {**self._event_report(), **_GatedMixin.report(self)}
 
 
 @register_probe
@@ -210,10 +220,10 @@ class FrameProtobin(FrameHead):
 
     def __init__(self, *, num_layers: int, embed_dim: int, num_classes: int, prototypes: int = 10000,
                  dropout: float = 0.0, layer: int = -1, threshold: float = THRESHOLD,
-                 median_filter: int = MEDIAN_FILTER):
+                 median_filter: int = MEDIAN_FILTER, psds: bool = True):
         super().__init__()
         self._store_hparams(locals())
-        self._set_post(threshold, median_filter)
+        self._set_post(threshold, median_filter, psds)
         if prototypes < 1:
             raise ValueError(f"prototypes={prototypes} must be >= 1")
         self.request = patch_request(layer, num_layers)
@@ -252,10 +262,10 @@ class FrameHead2Toe(FrameHead):
     def __init__(self, *, num_layers: int, embed_dim: int, num_classes: int, layer_norm: bool = True,
                  dropout: float = 0.0, lasso_weight: float = 1e-4, layer_wise_lasso: bool = False,
                  layers: str | tuple[int, ...] = "all", threshold: float = THRESHOLD,
-                 median_filter: int = MEDIAN_FILTER):
+                 median_filter: int = MEDIAN_FILTER, psds: bool = True):
         super().__init__()
         self._store_hparams(locals())
-        self._set_post(threshold, median_filter)
+        self._set_post(threshold, median_filter, psds)
         self.request, n_read = _layer_request(layers, num_layers, patch=True, cls=False)
         self.embed_dim = int(embed_dim)
         self.layer_wise_lasso = bool(layer_wise_lasso)

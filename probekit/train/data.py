@@ -34,6 +34,12 @@ class ConcatTokens:
         self.num_classes = first.num_classes
         self.multilabel = first.multilabel
         self.grid = tuple(max(p.grid[i] for p in parts) for i in range(2))
+        tasks = [getattr(p, "event_task", None) for p in parts]
+        if any(t is not None for t in tasks):  # event tasks (FrameTokens): keep the frame targets' scoring
+            from probekit.train.events import join_event_tasks
+
+            self.event_task = join_event_tasks(tasks)
+            self.classes = self.event_task.classes
         self.labels = np.concatenate([np.asarray(p.labels) for p in parts])
         folds = [p.folds for p in parts]
         self.folds = None if any(f is None for f in folds) else np.concatenate([np.asarray(f) for f in folds])
@@ -80,6 +86,7 @@ class ConcatTokens:
             labels=torch.cat([b.labels for b in pieces])[perm],
             valid_rows=torch.cat([b.valid_rows for b in pieces])[perm],
             index=torch.as_tensor(gidx, dtype=torch.long),
+            grid=self.grid if hasattr(self, "event_task") else None,  # frame-wise heads fold rows with it
         )
 
 

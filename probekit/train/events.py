@@ -15,7 +15,22 @@ Re-derived from the official BAT code (`houtan-ghaffari/BAT_ICML2026`):
     DCASE 2016 task 2 and the official test metric `onset_f1_micro`), segment-based (1 s) F1 and error rate
     (`segment_1s_f1`, `segment_1s_er`; the error rate is a fraction, lower is better), plus the official
     frame-level metrics over every (clip, row): `f1_micro`, `mAP_micro` (the official validation metric),
-    `f1_macro`, `mAP_macro`, all in percent.
+    `f1_macro`, `mAP_macro`, all in percent; PSDS1/PSDS2 (DCASE 2021+ parameters, psds_eval) on test.
+  * validation selection (engine/trainer.py, task dcase2016_task2): `metric_to_track = 'mAP_micro'` of
+    `evaluate_dcase_val`, kept with `new >= old` (a later step with an equal score wins). probekit selects on
+    the same frame mAP_micro (`SELECTION_METRIC`; `fit` records it as the history's `val_metric`), not on the
+    event F1. The rows scored are those inside the clip's audio (the official validation scores the padded
+    rows too; for DCASE 2016 task 2, whose clips all fill the 750 rows, the two agree).
+  * post-processing parameters are NOT chosen on validation by the official code: `eval_test_set_dcase` is
+    called with threshold 0.3 and filter_size 3 after training. probekit does the same (the probe's
+    `threshold`/`median_filter`, defaults 0.3/3, recorded in the record's extras `postprocessing`). HEAR's
+    eval kit instead grid-searches median_filter_ms/min_duration on validation; probekit does not do that.
+
+Hostile annotations (handled as the official code does, documented and tested): two events of one class that
+overlap are both kept (their frame targets are the union, each is one reference event for sed_eval, as
+`eval_test_set_dcase`); PSDS, whose psds_eval refuses intersecting events of one class, scores their union.
+Events ending after the clip's audio, zero-length events, labels missing from the vocabulary and HEAR times
+given in seconds instead of milliseconds are refused when the dataset is read (`probekit.datasets.events`).
 
 `FrameTokens` wraps any TokenData (cache reader, live backbone, in-memory tokens) of an event task: its
 batches carry (B, T, C) frame targets and the token grid; `labels` is (clips, T, C). Only frame-wise probes
@@ -25,6 +40,7 @@ batches carry (B, T, C) frame targets and the token grid; `labels` is (clips, T,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +51,32 @@ import torch
 from probekit.errors import ConfigError, ProbeError
 from probekit.tokens import TokenBatch
 
-EXTRA_HINT = "pip install 'probekit[events]' (sed_eval)"
+EXTRA_HINT = "pip install 'probekit[events]' (sed_eval, psds_eval)"
 #: HEAR's names of the event metrics (hear-eval-kit task_metadata "evaluation").
 PRIMARY = "event_onset_200ms_fms"
 ONSET_COLLAR_S = 0.200
 SEGMENT_S = 1.0
+#: The official trainer's validation metric for dcase2016_task2 (engine/trainer.py `metric_to_track`).
+SELECTION_METRIC = "mAP_micro"
+#: DCASE 2021-2024 task 4 PSDS scenarios (psds_eval PSDSEval thresholds and psds() weights), max eFPR 100/hour.
+PSDS_SCENARIOS = {
+    # PSDS1's cross-trigger threshold is unused (alpha_ct 0); psds_eval needs a number: 0.3 as the baseline passes
+    "psds1": {"dtc_threshold": 0.7, "gtc_threshold": 0.7, "cttc_threshold": 0.3, "alpha_ct": 0.0, "alpha_st": 1.0},
+    "psds2": {"dtc_threshold": 0.1, "gtc_threshold": 0.1, "cttc_threshold": 0.3, "alpha_ct": 0.5, "alpha_st": 1.0},
+}
+PSDS_MAX_EFPR = 100.0
+#: The DCASE baseline's 50 operating points: thresholds 0.01, 0.03, ..., 0.99.
+PSDS_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(1 / 100, 1, 1 / 50), 6))
+
+
+def selection_value(metrics) -> float:
+    """The value `fit` selects the best validation step on for an event task: frame mAP_micro (official)."""
+    return float(metrics.metrics[SELECTION_METRIC])
+
+
+def is_event_result(metrics) -> bool:
+    """True for an EvalResult of an event task (headline: the event F1; selection: mAP_micro)."""
+    return getattr(metrics, "primary_name", None) == PRIMARY and SELECTION_METRIC in getattr(metrics, "metrics", {})
 
 
 def frame_heads() -> tuple[str, ...]:
@@ -174,6 +211,108 @@ def event_metrics(reference: Sequence[list[dict]], estimated: Sequence[list[dict
     return {"metrics": {k: float(np.nan_to_num(v, nan=0.0)) for k, v in out.items()}, "per_class_f1": per_class}
 
 
+def merge_overlaps(events: Sequence[dict]) -> list[dict]:
+    """One file's events with overlapping (or touching) events of one label merged into their union."""
+    out: list[dict] = []
+    for e in sorted(events, key=lambda e: (e["event_label"], e["event_onset"], e["event_offset"])):
+        last = out[-1] if out else None
+        if last is not None and last["event_label"] == e["event_label"] and e["event_onset"] <= last["event_offset"]:
+            last["event_offset"] = max(last["event_offset"], e["event_offset"])
+        else:
+            out.append(dict(e))
+    return out
+
+
+def _psds_eval_class():
+    """psds_eval's PSDSEval, with its ROC step interpolation working under pandas >= 3.
+
+    psds_eval 0.5.3 (its last release) forward-fills with `fillna(method="ffill")`, which pandas 3 removed;
+    `step_curve` here is the same computation with `ffill()`. Everything else is psds_eval's own.
+    """
+    try:
+        from psds_eval import PSDSEval
+    except ImportError:
+        raise ConfigError("PSDS needs psds_eval, which is not installed", hint=EXTRA_HINT) from None
+    import pandas as pd
+
+    class _PSDSEval(PSDSEval):
+        @staticmethod
+        def step_curve(x, xp, yp):
+            roc = pd.DataFrame({"x": xp, "y": yp}).groupby("x").agg("max").reset_index().sort_values(by="x")
+            if x.size < roc.x.size:
+                from psds_eval.psds import PSDSEvalError
+
+                raise PSDSEvalError(f"x: {x.size}, xp: {xp.size}")
+            roc.y = roc.y.cummax()  # sub-optimal operating points are ignored (non-decreasing ROC)
+            merged = pd.merge(pd.Series(x, name="x"), roc, how="outer", on="x")
+            return merged.ffill().fillna(value=0).y.values
+
+        @staticmethod
+        def _auc(x, y, max_x=None, decreasing_y=False):
+            # psds_eval inserts max_x with `int(np.argwhere(...))`, an error under numpy >= 2.3: insert it here
+            # the same way (after the sorted x values below it, repeating the y before it), then its own _auc
+            if max_x is not None and isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and (
+                    x.ndim == 1 and x.size == y.size and max_x not in x):
+                i = int(np.searchsorted(np.sort(x), max_x))
+                x = np.sort(np.concatenate([x, [max_x]]))
+                y = np.concatenate([y[:i], [y[i - 1]], y[i:]])
+            return PSDSEval._auc(x, y, max_x, decreasing_y)
+
+    return _PSDSEval
+
+
+def psds_scores(reference: Sequence[list[dict]], operating_points: dict[float, Sequence[list[dict]]],
+                durations: Sequence[float], classes: Sequence[str], *,
+                scenarios: dict[str, dict] | None = None, max_efpr: float = PSDS_MAX_EFPR) -> dict[str, float]:
+    """PSDS per scenario (default PSDS1 and PSDS2 of DCASE 2021+), in [0, 1], via psds_eval.
+
+    reference: per file, its {event_label, event_onset, event_offset} (overlaps of one label are merged);
+    operating_points: {threshold: per file, its detected events}; durations: per file, seconds of audio.
+    Files are named by position. Scored over the classes with a reference event (psds_eval needs each class's
+    ground-truth duration; detections of the other classes are left out). Empty where PSDS does not apply:
+    fewer than two such classes (psds_eval's effective FP rate is `fpr + alpha_ct * nanmean(cross-trigger
+    rates)`, NaN without a second class, which scores 0 whatever the detections).
+    """
+    import pandas as pd
+
+    present = {e["event_label"] for ref in reference for e in ref if e["event_offset"] > e["event_onset"]}
+    classes = [c for c in classes if c in present]
+    if len(classes) < 2:
+        return {}
+    operating_points = {t: [[e for e in est if e["event_label"] in present] for est in op]
+                        for t, op in operating_points.items()}
+
+    PSDSEval = _psds_eval_class()
+    gt = [(f"f{i}", e["event_onset"], e["event_offset"], e["event_label"])
+          for i, ref in enumerate(reference) for e in merge_overlaps(ref)
+          if e["event_offset"] > e["event_onset"]]
+    if not gt:
+        return {}
+    cols = ["filename", "onset", "offset", "event_label"]
+    gt_t = pd.DataFrame(gt, columns=cols)
+    meta_t = pd.DataFrame([(f"f{i}", float(d)) for i, d in enumerate(durations)], columns=["filename", "duration"])
+    out = {}
+    with warnings.catch_warnings():  # psds_eval: pandas deprecations, "a similar operating point exists"
+        warnings.simplefilter("ignore")
+        for name, sc in (scenarios or PSDS_SCENARIOS).items():
+            out[name] = _psds_one(PSDSEval, sc, gt_t, meta_t, operating_points, classes, max_efpr)
+    return out
+
+
+def _psds_one(PSDSEval, sc, gt_t, meta_t, operating_points, classes, max_efpr) -> float:
+    import pandas as pd
+
+    cols = list(gt_t.columns)
+    kw = {k: sc[k] for k in ("dtc_threshold", "gtc_threshold", "cttc_threshold")}
+    ev = PSDSEval(**kw, ground_truth=gt_t, metadata=meta_t, class_names=list(classes))
+    for thr in sorted(operating_points):
+        det = [(f"f{i}", e["event_onset"], e["event_offset"], e["event_label"])
+               for i, est in enumerate(operating_points[thr]) for e in merge_overlaps(est)]
+        ev.add_operating_point(pd.DataFrame(det, columns=cols), info={"threshold": thr})
+    return float(ev.psds(alpha_ct=sc["alpha_ct"], alpha_st=sc["alpha_st"], max_efpr=max_efpr).value)
+
+
+
 @dataclass
 class EventTask:
     """How predictions of an event task are scored: the clips' events, row timing and class names."""
@@ -192,8 +331,13 @@ class EventTask:
             return self.num_rows
         return int(min(self.num_rows, max(1, math.ceil(d / self.row_s - 1e-9))))
 
-    def evaluate(self, scores: np.ndarray, indices: Sequence[int] | np.ndarray | None, probe=None):
-        """EvalResult of per-row probabilities (n, T, C) of the clips `indices` (default all)."""
+    def evaluate(self, scores: np.ndarray, indices: Sequence[int] | np.ndarray | None, probe=None, *,
+                 psds: bool = False):
+        """EvalResult of per-row probabilities (n, T, C) of the clips `indices` (default all).
+
+        psds: also PSDS1/PSDS2 (`psds_scores`, percent) from the scores at `PSDS_THRESHOLDS` (test only:
+        50 operating points). Clips of unknown duration count the token grid's length.
+        """
         from sklearn.metrics import f1_score
 
         from probekit.train.metrics import EvalResult, _per_class_ap
@@ -220,6 +364,14 @@ class EventTask:
             ys.append(frame_targets(self.events[i], s.shape[1], len(self.classes), self.row_s)[:rows])
             ps.append(s[j, :rows])
         ev = event_metrics(refs, ests, self.classes, durs)
+        extra = {}
+        if psds:
+            ops = {t: [[{"event_label": cname, "event_onset": on, "event_offset": off}
+                        for c, cname in enumerate(self.classes)
+                        for on, off in frames_to_events(s[j, :self.valid_rows(int(i)), c], self.row_s, t, k)]
+                       for j, i in enumerate(idx)] for t in PSDS_THRESHOLDS}
+            lengths = [d if d is not None else self.num_rows * self.row_s for d in durs]
+            extra = {name: v * 100.0 for name, v in psds_scores(refs, ops, lengths, self.classes).items()}
         y, p = (np.concatenate(ys) > 0.5).astype(np.int64), np.concatenate(ps)
         ap = _per_class_ap(y, p)
         from sklearn.metrics import average_precision_score
@@ -231,8 +383,26 @@ class EventTask:
             "mAP_micro": float(average_precision_score(y.ravel(), p.ravel()) * 100) if y.any() else 0.0,
             "mAP_macro": float(ap.mean() * 100),
         })
+        metrics.update(extra)
         per_class = {"ap": (ap * 100).tolist(), "f1": ev["per_class_f1"], "positives": y.sum(0).astype(int).tolist()}
         return EvalResult(primary_name=PRIMARY, metrics=metrics, per_class=per_class, num_examples=int(len(idx)))
+
+
+def join_event_tasks(tasks: Sequence[EventTask | None]) -> EventTask:
+    """One EventTask over several in order (ConcatTokens of FrameTokens, e.g. cross-validation folds)."""
+    if any(t is None for t in tasks):
+        raise ProbeError("cannot join an event task with clip-level token data (no frame targets)",
+                         hint="join token data of the same event dataset only")
+    first = tasks[0]
+    for t in tasks[1:]:
+        for key in ("classes", "num_rows"):
+            if getattr(t, key) != getattr(first, key):
+                raise ProbeError(f"cannot join event tasks: {key} differs ({getattr(first, key)} vs {getattr(t, key)})",
+                                 hint="extract every part with the same backbone and clip length")
+        if not math.isclose(t.row_s, first.row_s, rel_tol=1e-9):
+            raise ProbeError(f"cannot join event tasks: token rows of {first.row_s:g} s vs {t.row_s:g} s")
+    return EventTask(first.name, first.classes, [e for t in tasks for e in t.events], first.row_s, first.num_rows,
+                     [d for t in tasks for d in t.durations])
 
 
 # ---- token data ---------------------------------------------------------------------------------------

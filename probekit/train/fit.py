@@ -32,7 +32,9 @@ from probekit.errors import ConfigError, ProbeError
 from probekit.probes.base import Probe
 from probekit.probes.constraints import BOOL, Interval, Options, Pair, check_params, check_space
 from probekit.tokens import TokenData
-from probekit.train.events import check_fit
+from probekit.train.events import SELECTION_METRIC as EVENT_SELECTION_METRIC
+from probekit.train.events import check_fit, is_event_result
+from probekit.train.events import selection_value as event_selection_value
 from probekit.train.losses import LOSSES, check_task_data, make_loss, task_loss
 from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores
 from probekit.train.sampling import SAMPLERS, epoch_order, epoch_size, sample_weights
@@ -222,6 +224,8 @@ def predict(
 
 
 def _selection_value(metrics: EvalResult) -> float:
+    if is_event_result(metrics):  # event tasks: frame mAP_micro, as the official trainer (train.events)
+        return event_selection_value(metrics)
     # multi-head probes are selected on the mean over heads (one snapshot serves every head)
     if metrics.heads:
         return float(np.mean(list(metrics.head_primaries().values())))
@@ -645,7 +649,8 @@ def _log(state: _FitState, config: TrainConfig, lr: float, is_eval: bool, evalua
     state.loss_sum, state.loss_count = 0.0, 0
     if is_eval:
         entry["val"] = evaluator(probe, state)
-        entry["val_metric"] = state.last_metrics.primary_name
+        m = state.last_metrics
+        entry["val_metric"] = EVENT_SELECTION_METRIC if is_event_result(m) else m.primary_name
     state.history.append(entry)
     return entry
 

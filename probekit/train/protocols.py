@@ -305,7 +305,8 @@ def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_si
     scores = predict(res.probe, data, indices, batch_size=batch_size, amp=amp, progress=progress)
     task = getattr(data, "event_task", None)  # event tasks: scored as events (train.events)
     if task is not None:
-        return task.evaluate(scores, indices, res.probe), scores
+        psds = getattr(res.probe, "psds", True)  # PSDS1/PSDS2 on test only (never while validating)
+        return task.evaluate(scores, indices, res.probe, psds=psds), scores
     labels = data.labels if indices is None else data.labels[indices]
     m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
     head = _choose_head(res.val_metrics)

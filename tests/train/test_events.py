@@ -189,7 +189,9 @@ def test_every_frame_head_trains_from_python_with_event_metrics(task, tmp_path):
     import probekit
 
     res = probekit.evaluate("bat-tiny-fsdd", datasets=[f"events:{task['events']}"], probes=list(FRAME_HEADS),
-                            hparams={"sed-cgp": {"prototypes": 32}, "sed-protobin": {"prototypes": 32}},
+                            hparams={"sed-cgp": {"prototypes": 32, "psds": False},
+                                     "sed-protobin": {"prototypes": 32, "psds": False},
+                                     "sed-lcgp": {"psds": False}, "sed-h2t": {"psds": False}},  # sed-linear: PSDS
                             train_overrides={"steps": 20, "batch_size": 8}, cache_dir=task["cache"],
                             results_dir=tmp_path / "r", device="cpu", progress=False)
     assert [r.probe for r in res.records] == list(FRAME_HEADS)
@@ -197,6 +199,7 @@ def test_every_frame_head_trains_from_python_with_event_metrics(task, tmp_path):
         assert r.metric == "event_onset_200ms_fms" and EVENT_KEYS <= set(r.seeds[0].metrics), r.probe
         assert r.seeds[0].extras["postprocessing"] == {"threshold": 0.3, "median_filter": 3}
         assert len(r.seeds[0].per_class["f1"]) == 2
+        assert ("psds1" in r.seeds[0].metrics) == (r.probe == "sed-linear"), r.probe  # PSDS on test, 2 classes
     from probekit.results.leaderboard import leaderboard
 
     df = leaderboard(res.records)
@@ -207,6 +210,7 @@ def test_every_frame_head_trains_from_python_with_event_metrics(task, tmp_path):
 @pytest.mark.parametrize("name", FRAME_HEADS)
 def test_every_frame_head_trains_from_the_cli_on_the_hear_layout(task, tmp_path, capsys, name):
     extra = ["--set", "prototypes=32"] if name in ("sed-cgp", "sed-protobin") else []
+    extra += ["--set", "psds=false"]  # PSDS (50 psds_eval operating points) is checked in the Python run
     rc, out = _cli(capsys, "probe", name, "-b", "bat-tiny-fsdd", "-d", f"hear:{task['hear']}", "--set", "steps=10",
                    "--set", "batch_size=8", *extra, "--cache-dir", task["cache"], "--results-dir", tmp_path / "r",
                    "--device", "cpu", "--yes", "--no-progress")
