@@ -10,6 +10,13 @@ Prediction runs each file through the same code as extraction: `ClipFeatures` (d
 CPU), the encoder under the recorded precision, the recorded layers, and the token dtype's rounding
 (`encode_for_storage` then `decode_to_float`, what the cache reader hands a probe), so a clip scores as it
 did in evaluation.
+
+What a prediction is follows the probe (`Predictor.kind`): class scores ("scores"); the greedy CTC
+transcript of the ASR probe ("transcript", each file decoded over its own frames as `CTCTask.transcribe`);
+the events of a frame-wise head ("events": the probe's recorded threshold and median filter on its per-row
+probabilities, rows timed by the recorded frontend and token grid, `train.events.frames_to_events`); VQT
+("live": the saved query tokens run inside the rebuilt encoder on each file's frontend features). Records
+and their probe files may live on an fsspec URL (`s3://...`, `probekit.results.store.record_location`).
 """
 
 from __future__ import annotations
