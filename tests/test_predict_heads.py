@@ -48,7 +48,7 @@ def asr_run(fsdd_root, tmp_path_factory):
     root = _fsdd_copy(fsdd_root, tmp / "fsdd", (0, 1, 5, 6, 7, 8, 9, 10, 11, 12))
     res = probekit.evaluate("bat-tiny-fsdd", datasets=["fsdd-asr"], probes=["asr"], data_root=root,
                             cache_dir=tmp / "cache", results_dir=tmp / "results", hparams={"hidden": 32},
-                            train_overrides={"steps": 300, "batch_size": 16, "lr": 1e-2, "warmup_steps": 20, "weight_decay": 0.0},
+                            train_overrides={"steps": 200, "batch_size": 16, "lr": 2e-2, "warmup_steps": 10, "weight_decay": 0.0},
                             **OPTS)
     tests = sorted((root / "recordings").glob("*_jackson_[01].wav"))
     return {"res": res, "tmp": tmp, "root": root, "tests": tests}
