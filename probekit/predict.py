@@ -10,12 +10,20 @@ Prediction runs each file through the same code as extraction: `ClipFeatures` (d
 CPU), the encoder under the recorded precision, the recorded layers, and the token dtype's rounding
 (`encode_for_storage` then `decode_to_float`, what the cache reader hands a probe), so a clip scores as it
 did in evaluation.
+
+What a prediction is follows the probe (`Predictor.kind`): class scores ("scores"); the greedy CTC
+transcript of the ASR probe ("transcript", each file decoded over its own frames as `CTCTask.transcribe`);
+the events of a frame-wise head ("events": the probe's recorded threshold and median filter on its per-row
+probabilities, rows timed by the recorded frontend and token grid, `train.events.frames_to_events`); VQT
+("live": the saved query tokens run inside the rebuilt encoder on each file's frontend features). Records
+and their probe files may live on an fsspec URL (`s3://...`, `probekit.results.store.record_location`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +99,9 @@ def store_probe(record_path: str | os.PathLike, trained: Mapping[str, Any] | Non
 
 
 # ---- prediction ----------------------------------------------------------------------------------------
+def _is_object_path(x: Any) -> bool:
+    return type(x).__name__ == "ObjectPath"  # probekit.cache.fs, not imported for local records
+
 @dataclass(frozen=True)
 class _Clip:  # what ClipFeatures reads of a dataset clip
     id: str
@@ -118,8 +129,10 @@ class Predictor:
         from probekit.probes.io import load_probe, read_probe_header
         from probekit.results.store import read_record
 
-        if isinstance(record, (str, os.PathLike)):
-            record_path = Path(record)
+        from probekit.results.store import record_location
+
+        if isinstance(record, (str, os.PathLike)) or _is_object_path(record):
+            record_path = record_location(record)  # a local file, or an fsspec URL (s3://...)
             record = read_record(record_path)
         else:
             record_path = record.path
@@ -128,11 +141,12 @@ class Predictor:
                 raise ConfigError("this record was not read from a file, so no saved probe can be found beside it",
                                   hint="pass probe_path=, or write the record (evaluate(write=True))")
             probe_path = probe_path_for(record_path)
-        probe_path = Path(probe_path)
+        probe_path = record_location(probe_path)
         if not probe_path.is_file():
             raise ProbeError(f"{probe_path}: no saved probe beside record {record_path}",
                              hint="rerun `probekit probe ...` (probes are saved by default; --save-probe)")
-        header = read_probe_header(probe_path)
+        local_probe = self._local_copy(probe_path)
+        header = read_probe_header(local_probe)
         meta = header.get("metadata") or {}
         stamp = meta.get("record") or {}
         if json.dumps(stamp, sort_keys=True) != json.dumps(_record_stamp(record), sort_keys=True):
@@ -149,8 +163,34 @@ class Predictor:
         self.threshold = float(meta["threshold"]) if meta.get("threshold") is not None else 0.5
         self.backbone = self._backbone(backbone, checkpoint, trust_checkpoint)
         tok = meta["tokens"]
-        self.probe = load_probe(probe_path, embed_dim=self.backbone.embed_dim, num_layers=len(tok["layers"]),
-                                num_classes=len(self.classes), device=self.device)
+        from probekit.cache.live import needs_encoder
+        from probekit.probes import get_probe_class
+
+        cls = get_probe_class(header["probe"])
+        live = needs_encoder(cls)  # VQT: its query tokens run inside the encoder (checked when attached)
+        self.probe = load_probe(local_probe, embed_dim=self.backbone.embed_dim,
+                                num_layers=None if live else len(tok["layers"]), num_classes=len(self.classes),
+                                device=self.device)
+        # what a prediction is: a clip's class scores, a transcript (ASR, CTC), or events (frame-wise heads)
+        self.kind = ("transcript" if getattr(cls, "task_kind", None) == "asr" else
+                     "events" if getattr(cls, "frame_wise", False) else "live" if live else "scores")
+
+    _tmp = None
+
+    def _local_copy(self, path):
+        """`path` itself, or for a probe file on an object store a local copy (safetensors reads files)."""
+        if isinstance(path, Path):
+            return path
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="probekit-probe-")  # removed with the Predictor
+        local = Path(self._tmp.name) / path.name
+        try:
+            local.write_bytes(path.read_bytes())
+        except OSError as e:
+            raise ProbeError(f"{path}: cannot read the saved probe: {e.strerror or e}",
+                             hint="check the URL and the object store's credentials") from None
+        return local
 
     def _backbone(self, bb, checkpoint, trust_checkpoint):
         from probekit.audio.frontends import config_from_dict
@@ -238,47 +278,153 @@ class Predictor:
             out.append(decode_to_float(arrays[""], dtype, arrays.get("_scale")))
         return out[0], out[1], lt.valid_rows.cpu().numpy(), tuple(int(g) for g in lt.grid)
 
+    def _batches(self, good: Mapping[int, Any]):
+        """(positions, features) of the readable files, `batch_size` at a time."""
+        order = sorted(good)
+        for s in range(0, len(order), self.batch_size):
+            rows = order[s: s + self.batch_size]
+            yield rows, [good[i] for i in rows]
+
+    def _live_scores(self, feats) -> np.ndarray:
+        """VQT: the saved query tokens run inside the live encoder on a batch of frontend features."""
+        import torch
+
+        from probekit.cache.live import InputBatch
+
+        tok, dev = self.meta["tokens"], self.device
+        prec = tok.get("precision", "float32")
+        amp = prec.startswith("autocast")
+        amp_dtype = torch.bfloat16 if prec.endswith("bfloat16") else torch.float16
+        x = torch.stack([f for f, _ in feats]).to(dev)
+        valid = torch.tensor([v for _, v in feats], dtype=torch.long)
+        n = len(feats)
+        batch = InputBatch(None, None, torch.zeros(n, dtype=torch.long, device=dev),
+                           torch.div(valid + 15, 16, rounding_mode="floor").to(dev), torch.arange(n),
+                           features=x, valid_frames=valid.to(dev), backbone=self.backbone)
+        self.probe.eval()
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            logits = self.probe(batch).float()
+        return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)).cpu().numpy()
+
     def scores(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict[int, str]]:
-        """(n, C) scores of the readable files (NaN rows for the others) and {position: error}."""
+        """(n, C) scores of the readable files (NaN rows for the others) and {position: error}.
+        Frame-wise (event) heads: (n, T, C) per token row; ASR: see `transcripts`."""
         import torch
 
         from probekit.tokens import InMemoryTokens
         from probekit.train.fit import predict
 
-        if getattr(self.probe, "frame_wise", False):  # (B, T, C) row scores are not clip scores
-            raise ProbeError(f"{self.probe_path}: {self.probe.name!r} is a frame-wise (event detection) head; "
-                             "`probekit predict` scores whole clips",
-                             hint="its event metrics are in the record; predicting events of new files is not built yet")
+        if self.kind == "transcript":
+            raise ProbeError(f"{self.probe_path}: {self.probe.name!r} transcribes speech; it has no class scores",
+                             hint="use Predictor.transcripts(paths) or predict(paths) (column 'transcript')")
         paths = [Path(p) for p in paths]
         good, errors = self._features(paths)
-        out = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)
-        order = sorted(good)
+        out = None if self.kind == "events" else np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)
         ev = self.meta.get("eval", {})
-        for s in range(0, len(order), self.batch_size):
-            rows = order[s: s + self.batch_size]
-            patch, cls, valid_rows, grid = self._tokens([good[i] for i in rows])
+        for rows, feats in self._batches(good):
+            if self.kind == "live":
+                out[rows] = self._live_scores(feats)
+                continue
+            patch, cls, valid_rows, grid = self._tokens(feats)
             data = InMemoryTokens(patch, cls, np.zeros(len(rows), dtype=np.int64), num_classes=len(self.classes),
                                   multilabel=self.multilabel, grid=grid, valid_rows=valid_rows)
             with torch.no_grad():
                 sc = predict(self.probe, data, batch_size=int(ev.get("batch_size", 256)), device=self.device,
                              amp=bool(ev.get("amp", True)))
-            if sc.ndim == 3:  # a probe with a head per layer: the head chosen on validation data
+            if sc.ndim == (4 if self.kind == "events" else 3):  # a head per layer: the one chosen on validation data
                 head = self.meta.get("head")
                 if head is None:
                     raise ProbeError(f"{self.probe_path}: a probe with {sc.shape[1]} heads and no chosen head",
                                      hint="cross-validated layer sweeps choose a head per fold; predict with "
                                      "another probe")
                 sc = sc[:, int(head)]
+            if out is None:  # event rows: (n, T, C), T the token grid's rows
+                out = np.full((len(paths), *sc.shape[1:]), np.nan, dtype=np.float32)
+                self._grid = grid
             out[rows] = sc
+        if out is None:
+            out = np.full((len(paths), 0, len(self.classes)), np.nan, dtype=np.float32)
+        return out, errors
+
+    def transcripts(self, paths: Sequence[str | os.PathLike]) -> tuple[list[str | None], dict[int, str]]:
+        """ASR probe: the greedy CTC transcript of each readable file (None for the others), {position: error}.
+        Each file is decoded over its own frames, as in evaluation (`CTCTask.transcribe`)."""
+        import torch
+
+        from probekit.tokens import TokenBatch
+        from probekit.train.ctc import greedy_decode
+
+        if self.kind != "transcript":
+            raise ProbeError(f"{self.probe_path}: {self.probe.name!r} is not a speech recognition (CTC) probe",
+                             hint="use Predictor.predict(paths) or scores(paths)")
+        paths = [Path(p) for p in paths]
+        good, errors = self._features(paths)
+        out: list[str | None] = [None] * len(paths)
+        self.probe.eval()
+        for rows, feats in self._batches(good):
+            patch, cls, valid_rows, grid = self._tokens(feats)
+            vr = torch.as_tensor(valid_rows, dtype=torch.long)
+            batch = TokenBatch(patch, None, torch.zeros(len(rows), 1, dtype=torch.long, device=self.device),
+                               vr.to(self.device), torch.arange(len(rows)), grid)
+            with torch.inference_mode():
+                lp = self.probe(batch).float()
+            for i, text in zip(rows, greedy_decode(lp, self.probe.task.input_lengths(vr, lp.shape[1]))):
+                out[i] = text
+        return out, errors
+
+    def events(self, paths: Sequence[str | os.PathLike]) -> tuple[list[list[tuple[float, float, str]] | None], dict[int, str]]:
+        """Frame-wise heads: each readable file's events (onset s, offset s, label), the record's post-processing
+        (the probe's threshold and median filter) on its token rows timed by the recorded frontend and grid."""
+        from probekit.audio.frontends import config_from_dict
+        from probekit.datasets.events import file_duration
+        from probekit.train.events import frames_to_events, seconds_per_row
+
+        if self.kind != "events":
+            raise ProbeError(f"{self.probe_path}: {self.probe.name!r} scores whole clips; it detects no events",
+                             hint="use Predictor.predict(paths)")
+        paths = [Path(p) for p in paths]
+        sc, errors = self.scores(paths)
+        post = self.probe.postprocessing()
+        out: list[list[tuple[float, float, str]] | None] = [None] * len(paths)
+        if sc.shape[1] == 0:
+            return out, errors
+        row_s = seconds_per_row(config_from_dict(self.meta["tokens"]["frontend"]), self._grid)
+        for i, p in enumerate(paths):
+            if i in errors:
+                continue
+            rows = sc.shape[1]
+            dur = file_duration(p)  # rows starting after the audio are not read (as `EventTask.valid_rows`)
+            if dur is not None:
+                rows = int(min(rows, max(1, math.ceil(dur / row_s - 1e-9))))
+            found = []
+            for c, name in enumerate(self.classes):
+                for on, off in frames_to_events(sc[i, :rows, c], row_s, post["threshold"], post["median_filter"]):
+                    found.append((float(on), float(off), name))
+            out[i] = sorted(found)
         return out, errors
 
     def predict(self, paths: Sequence[str | os.PathLike]):
         """A pandas DataFrame, one row per file in order: path, prediction (the top class; multi-label:
         every class at or above the threshold, by score, joined with ';'), score (the top class's),
-        error (None, or why the file could not be read), then one score column per class."""
+        error (None, or why the file could not be read), then one score column per class.
+
+        ASR probe: path, transcript (greedy CTC), error. Frame-wise (event) heads: one row per detected
+        event, path, onset, offset (seconds), label, error (a file with no event: one row, label None)."""
         import pandas as pd
 
         paths = [str(p) for p in paths]
+        if self.kind == "transcript":  # ASR: path, transcript, error
+            texts, errors = self.transcripts(paths)
+            return pd.DataFrame({"path": paths, "transcript": texts, "error": [errors.get(i) for i in range(len(paths))]},
+                                columns=["path", "transcript", "error"])
+        if self.kind == "events":  # one row per event (onset, offset in seconds); a file without any: one empty row
+            found, errors = self.events(paths)
+            rows = []
+            for i, p in enumerate(paths):
+                evs = found[i] or [(np.nan, np.nan, None)]
+                rows += [{"path": p, "onset": on, "offset": off, "label": lab, "error": errors.get(i)}
+                         for on, off, lab in evs]
+            return pd.DataFrame(rows, columns=["path", "onset", "offset", "label", "error"])
         sc, errors = self.scores(paths)
         rows = []
         for i, p in enumerate(paths):

@@ -53,7 +53,11 @@ PREFIX = "hf:"
 EXTRA_HINT = "pip install 'probekit[datasets]'"
 AUDIO_DIR_ENV = "PROBEKIT_HF_AUDIO"
 SCHEMA_OPTIONS = ("audio_column", "label_column", "multilabel", "splits", "limit", "streaming", "revision",
-                  "audio_dir")  # fmt: skip
+                  "audio_dir", "text_column")  # fmt: skip
+#: string columns read as transcripts (an ASR dataset) when no ClassLabel column exists and none is named
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence")
+#: Hugging Face `librispeech_asr` "clean" -> probekit splits, as the BAT code loads it (train.100 / validation / test)
+LIBRISPEECH_SPLITS = {"train": "train.100", "valid": "validation", "test": "test"}
 LAYOUT = ("hf:owner/name[:config] (the Hub / HF cache) or hf:/path (a datasets.save_to_disk folder) with an "
           "Audio column and a ClassLabel or Sequence(ClassLabel) label column")  # fmt: skip
 #: bytes kept free under audio_dir while materialising (the loader refuses a split that would eat them)
@@ -425,7 +429,8 @@ def build(name: str, src: Source, *, spec_name: str | None = None, audio_column:
           streaming: Any = False, revision: str | None = None, audio_dir: Any = None,
           extra_columns: tuple[str, ...] = (), rows_to_clips: Callable[..., list[Clip]] | None = None,
           finish: Callable[[str, list[Clip]], list[Clip]] | None = None,
-          spec_fields: Mapping[str, Any] | None = None, loaded: dict[str, Any] | None = None) -> Dataset:
+          spec_fields: Mapping[str, Any] | None = None, loaded: dict[str, Any] | None = None,
+          text_column: str | None = None) -> Dataset:
     """The Dataset of an hf: source (see the module docstring).
 
     Presets (BirdSet) hook in with `rows_to_clips(split, hf_split, row, values, path, labels) -> [Clip]`
@@ -446,6 +451,12 @@ def build(name: str, src: Source, *, spec_name: str | None = None, audio_column:
     hf_of = _hf_splits(name, loaded, mapping)
     if not hf_of:
         raise DatasetError(f"{name}: the dataset has no splits")
+    if rows_to_clips is None:
+        text_column = _text_column(name, loaded, hf_of, text_column, label_column)
+    if text_column is not None:  # transcripts: an ASR dataset (the `asr` probe)
+        return build_asr(name, src, loaded, hf_of if mapping is not None else _asr_splits(loaded, hf_of),
+                         text_column=text_column, audio_column=audio_column, limit=limit, streaming=streaming,
+                         revision=revision, audio_dir=audio_dir, spec_name=spec_name, mapped=mapping is not None)
     schema = None
     for split, hf in hf_of.items():
         features = loaded[hf].features
@@ -544,3 +555,127 @@ def open_hf(name: str, data_root: Any = None, **options) -> Dataset:
 
 def get_spec(name: str, **options) -> DatasetSpec:
     return open_hf(name, **options).spec
+
+
+# ---- ASR: a transcript column ------------------------------------------------------------------------------
+def _text_column(name: str, loaded: dict[str, Any], hf_of: dict[str, str], text_column: str | None,
+                 label_column: str | None) -> str | None:
+    """The transcript column: `text_column` as given (checked), else a `text`-like string column of a
+    dataset without any ClassLabel column (librispeech_asr: `text`), else None (a classification dataset)."""
+    features = loaded[next(iter(hf_of.values()))].features
+    if features is None:
+        return text_column
+    if text_column is not None:
+        for hf in hf_of.values():
+            f = loaded[hf].features
+            if f is not None and text_column not in f:
+                raise DatasetError(f"{name}: split {hf!r} has no column {text_column!r} (text_column)",
+                                   hint=f"columns: {list(f)}")
+            if f is not None and _feature_kind(f[text_column]) != "path":  # 'path': any string column
+                raise DatasetError(f"{name}: text column {text_column!r} is {_describe(f[text_column])}, not a "
+                                   "string", hint="name the transcript column: text_column=COLUMN")
+        return text_column
+    if label_column is not None or any(_feature_kind(features[c]) in ("label", "labels") for c in features):
+        return None
+    found = [c for c in TEXT_COLUMNS if c in features and _feature_kind(features[c]) == "path"]
+    return found[0] if found else None
+
+
+def _asr_splits(loaded: dict[str, Any], hf_of: dict[str, str]) -> dict[str, str]:
+    """librispeech_asr "clean" (train.100, train.360, validation, test): the BAT code's three splits."""
+    if all(v in loaded for v in LIBRISPEECH_SPLITS.values()):
+        return dict(LIBRISPEECH_SPLITS)
+    return hf_of
+
+
+def _audio_column(name: str, features, audio_column: str | None, where: str) -> tuple[str, bool]:
+    """(the audio column, whether it holds file paths), as `resolve_schema` picks it."""
+    cols = list(features)
+    at = f" (split {where!r})" if where else ""
+    kinds = {c: _feature_kind(features[c]) for c in cols}
+    if audio_column is None:
+        audio = [c for c in cols if kinds[c] == "audio"]
+        if len(audio) != 1:
+            raise DatasetError(f"{name}{at}: {'no' if not audio else len(audio)} Audio column(s) among {cols}",
+                               hint="name it: audio_column=COLUMN")  # fmt: skip
+        audio_column = audio[0]
+    elif audio_column not in features:
+        raise DatasetError(f"{name}{at}: no column {audio_column!r} (audio_column)", hint=f"columns: {cols}")
+    if kinds[audio_column] not in ("audio", "path"):
+        raise DatasetError(f"{name}{at}: column {audio_column!r} is {_describe(features[audio_column])}, "
+                           "not Audio or a string path", hint="pick the audio column with audio_column=")
+    return audio_column, kinds[audio_column] == "path"
+
+
+def build_asr(name: str, src: Source, loaded: dict[str, Any], hf_of: dict[str, str], *, text_column: str,
+              audio_column: str | None, limit: int | None, streaming: bool, revision: str | None, audio_dir: Any,
+              spec_name: str | None, mapped: bool) -> Dataset:
+    """An `hf:` dataset of transcripts read as the BAT code's LibriSpeech task: task "asr", the official
+    character vocabulary as classes (`transcripts.CHARS`), clips carrying their raw transcript (normalised
+    into CTC targets as `librispeech` does: lower case, characters outside [a-z ' space] dropped)."""
+    from probekit.datasets.transcripts import CHARS, normalize_transcript
+
+    audio_is_path = False
+    for hf in hf_of.values():
+        features = loaded[hf].features
+        if features is None:
+            raise DatasetError(f"{name}: split {hf!r} declares no features (a streamed dataset without a card)",
+                               hint="load it without streaming, or give it features")
+        audio_column, audio_is_path = _audio_column(name, features, audio_column, hf)
+    info = _info(loaded[next(iter(hf_of.values()))])
+    libri = "librispeech" in src.text.lower()
+    fields = dict(
+        name=spec_name or f"{PREFIX}{src.text}", classes=CHARS, class_ids=CHARS, multilabel=False,
+        clip_seconds=0.0, splits=tuple(hf_of), metric="WER", task="asr",
+        # the BAT LibriSpeech recipe (configs/librispeech) for LibriSpeech; other speech the generic defaults
+        protocol="librispeech" if libri else "default",
+        license=str(getattr(info, "license", "") or ""),
+        citation=" ".join(str(getattr(info, "citation", "") or "").split())[:300],
+        description=f"Hugging Face ASR dataset {src.text}: audio {audio_column!r}, transcripts {text_column!r} "
+        "(character CTC targets, WER/CER)" + (f", splits {hf_of}" if any(k != v for k, v in hf_of.items()) else "")
+        + (", streamed" if streaming else ""),
+        layout=LAYOUT.replace("a ClassLabel or Sequence(ClassLabel) label column",
+                              "a string transcript column (text_column=)"),
+        source=f"{src.identity}|{audio_column}|text:{text_column}|{revision or ''}|{limit or ''}|"
+        f"{sorted(hf_of.items()) if mapped else ''}",
+    )
+    if libri:
+        from probekit.datasets.librispeech import SPEC as LIBRI
+
+        fields["fbank_stats"] = LIBRI.fbank_stats
+    spec = DatasetSpec(**fields)
+    where = Path(audio_dir).expanduser() if audio_dir else default_audio_dir(f"{spec.name}|{src.identity}")
+    writer = Materialiser(name, where, base=src.saved)
+    missing: dict[str, int] = {}
+    notes: list[str] = []
+
+    def lister(split: str) -> list[Clip]:
+        hf = hf_of[split]
+        clips: list[Clip] = []
+        absent = 0
+        for row, values in iter_rows(loaded[hf], [audio_column, text_column], limit,
+                                     None if audio_is_path else audio_column):
+            text = values[text_column]
+            if not isinstance(text, str) or not normalize_transcript(text).strip():
+                raise DatasetError(f"{name}: split {hf!r} row {row}: transcript {text!r} (column {text_column!r}) "
+                                   "has no character of the vocabulary [a-z ']", hint="fix or drop that row")
+            path = writer.path_for(hf, row, values[audio_column], streaming=streaming)
+            if isinstance(path, str):
+                absent += 1
+                if absent <= 3:
+                    notes.append(f"{name}: split {hf!r} row {row} (column {audio_column!r}): {path}; the row is left out")
+                continue
+            clips.append(Clip(id=f"{hf}/{row}", path=path, labels=(), split=split, transcript=text))
+        missing[split] = absent
+        if not clips:
+            raise DatasetError(f"{name}: split {hf!r} yields no clips ({absent} rows without audio)",
+                               hint="check the audio column (audio_column=) and that its files exist")
+        return clips
+
+    ds = Dataset(spec, Path(src.saved or where), lister)
+    ds.missing = missing
+    ds.warnings = notes
+    ds.schema = Schema(audio_column, text_column, False, CHARS, audio_is_path)
+    ds.hf_splits = hf_of
+    ds.audio_dir = where
+    return ds

@@ -175,8 +175,12 @@ class TuningPlan:
 
     @property
     def metric(self) -> str:
-        m = self.protocol.metric
-        return m if m != "auto" else ("mAP" if self.train.multilabel else "accuracy")
+        return selection_metric(self.protocol, self.train, self.probe_name)
+
+    @property
+    def direction(self) -> str:
+        """"minimize" for an error rate (WER/CER: `probekit.train.metrics.LOWER_IS_BETTER`), else "maximize"."""
+        return metric_direction(self.metric)
 
     def split_params(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(probe hyperparameters, training values) of a trial's parameters."""
@@ -195,13 +199,14 @@ class TuningPlan:
             num_classes=self.train.num_classes, num_heads=self.heads, seed=seed, **{**self.hparams, **probe_kw},
         )
         config = self.base.replace(**train_kw, eval_every=self.interval, seed=seed)
-        best = [-math.inf]
+        lower = self.direction == "minimize"  # WER: the best validation so far is the lowest
+        best = [math.inf if lower else -math.inf]
 
         def on_eval(step: int, value: float) -> None:
             # Under best-validation selection a trial is worth its best validation so far: the pruner
             # compares that, not a momentary dip of the cosine schedule.
             if config.selection == "best_val":
-                best[0] = max(best[0], value)
+                best[0] = min(best[0], value) if lower else max(best[0], value)
                 value = best[0]
             report(step, value)
 
@@ -209,6 +214,40 @@ class TuningPlan:
                   val_indices=self.val_idx, on_eval=on_eval, progress=False)
         trial.set_user_attr("steps", int(res.steps_run))
         return float(res.val_score)
+
+
+def selection_metric(protocol: Any, train: TokenData, probe_name: str) -> str:
+    """The validation metric trials are ranked by: the protocol's, else WER for a transcript (CTC) probe
+    or transcript labels, the event metric of an event task, mAP for multi-label data, else accuracy."""
+    m = protocol.metric
+    if m != "auto":
+        return m
+    from probekit.train.ctc import is_transcript_labels
+
+    kind = getattr(_probe_class(probe_name), "task_kind", "classification")
+    if kind == "asr" or is_transcript_labels(train.labels, bool(train.multilabel)):
+        return "WER"
+    if getattr(train, "event_task", None) is not None:
+        from probekit.train.events import PRIMARY
+
+        return PRIMARY
+    return "mAP" if train.multilabel else "accuracy"
+
+
+def _probe_class(name: str):
+    from probekit.probes import get_probe_class
+
+    try:
+        return get_probe_class(name)
+    except Exception:  # noqa: BLE001 - an unknown name is refused elsewhere, with suggestions
+        return None
+
+
+def metric_direction(metric: str) -> str:
+    """The Optuna study direction of a selection metric: error rates are minimised, the rest maximised."""
+    from probekit.train.metrics import LOWER_IS_BETTER
+
+    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
 
 
 def _tunable_train_fields() -> set[str]:
@@ -275,9 +314,13 @@ def plan_tuning(
         n_fit = train.num_clips
     else:
         frac = float(opts.val_fraction if opts.val_fraction is not None else proto.val_fraction)
-        fit_idx, val_idx = holdout_split(train.labels, multilabel=train.multilabel, fraction=frac, seed=0)
+        from probekit.train.ctc import is_transcript_labels
+
+        # transcripts (ASR) and frame targets have no class to stratify by: a random part, as multi-label data
+        unstratified = bool(train.multilabel) or is_transcript_labels(train.labels, bool(train.multilabel))
+        fit_idx, val_idx = holdout_split(train.labels, multilabel=unstratified, fraction=frac, seed=0)
         val_data = train
-        validation = f"{frac:.0%} of train held out (stratified, seed 0)"
+        validation = f"{frac:.0%} of train held out ({'random' if unstratified else 'stratified'}, seed 0)"
         if proto.cv:
             # Cross-validation scores every fold of this same split, so the held-out clips are also some
             # fold's test clips: say so where the number is read (nested CV is not implemented).
@@ -312,6 +355,9 @@ def plan_tuning(
         "pruner": opts.pruner if opts.pruner == "none" else f"{opts.pruner}/{opts.reduction_factor}"
         + (f" warm-up {opts.pruner_warmup}" if opts.pruner_warmup != 1 else ""),
     }
+    if plan.direction != "maximize":
+        # only where it is not the old implicit maximize: studies made before keep their key and default name
+        plan.key["direction"] = f"{plan.direction} {plan.metric}"
     return plan
 
 
@@ -370,6 +416,9 @@ def tuning_plan_lines(
                    f"pruner {opts.pruner}/{opts.reduction_factor} rungs at step(s) {', '.join(map(str, rungs))}"
                    if rungs else f"pruner {opts.pruner}: no rung below {plan.total} steps (no trial is pruned)")
         lines.append(f"  steps: at most {plan.total} per trial, validation every {plan.interval}; {pruning}")
+        better = "lower is better" if plan.direction == "minimize" else "higher is better"
+        lines.append(f"  objective: {plan.direction} validation {plan.metric} ({better}); the pruner and the "
+                     "retrain pick by it")
     lines.append(f"  seed retrains of the best: {opts.seeds}")
     if plan is not None and estimate is not None:
         per_step, setup = float(estimate["per_step_s"]), float(estimate["setup_s"])

@@ -227,7 +227,11 @@ def optimize_study(
             storage=st, study_name=study_name, sampler=sampler, pruner=the_pruner, direction=direction, load_if_exists=True
         )
         if study.direction.name.lower() != direction:
-            raise ConfigError(f"study {study_name!r} in {redact(url, url)} {study.direction.name.lower()}s, not {direction}s")
+            # e.g. a WER study (minimize) resumed for an accuracy metric: its trial values mean the opposite
+            raise ConfigError(f"study {study_name!r} in {redact(url, url)} {study.direction.name.lower()}s its "
+                              f"objective; this run would {direction} it",
+                              hint="use another --study or --fresh (the metric decides the direction: WER/CER are "
+                              "minimised, the rest maximised)")
         _check_key(study, key, url)
 
     with LiveStudy(study, n_trials, enabled=progress) as live:
@@ -361,6 +365,7 @@ def run_search(plan: TuningPlan, *, study_name: str, storage: str, fresh: bool =
         n_startup=o.n_startup, pruner=o.pruner, min_resource=plan.interval * o.pruner_warmup, max_resource=plan.total,
         reduction_factor=o.reduction_factor, seed=o.seed, timeout=o.timeout, progress=o.progress,
         meta=plan.key, catch=(ProbeError, ValueError, RuntimeError, TypeError), fresh=fresh,
+        direction=plan.direction,
     )
 
 
