@@ -14,8 +14,15 @@ atomically), so a run killed at any moment resumes from a whole checkpoint and t
 numbers as a run that was never stopped: on CPU the two end bit-identical.
 The last and best models are RUN_DIR/last.safetensors and RUN_DIR/best.safetensors.
 
-Data parallelism: every batch is one global list of clips; `data.shard(rows, rank, world_size)` is the
-rank's part (rank 0 of 1: all). A DDP wrapper (probekit.distributed) only has to average gradients.
+Data parallelism (torchrun; `world_size` > 1, process group initialised): every rank walks the same global
+batch order with the same RNG states, decodes the whole global batch, runs the frontend and draws every
+augmentation (time roll, mixup pairs with the reversed global batch, SpecAugment masks, waveform gain and
+noise) for the whole global batch, then keeps its contiguous rows (`data.shard`) for the encoder (the costly
+part). Dropout and drop-path masks are drawn for the global batch too and sliced, each rank weighs its loss
+by its share of the global batch (b_r / B) and one all-reduce sums the gradients before clipping: the update
+is that of one process on the global batch (on CPU within float rounding). Encoders must be BatchNorm-free
+(batch statistics would be per rank; refused). Rank 0 alone writes checkpoints, best/last weights and logs;
+every rank resumes from rank 0's checkpoint (the RNG states are the same on every rank).
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ class RunResult:
     best_path: Path | None = None
     drop_path_applied: bool = False
     scores: np.ndarray | None = None
+    losses: list[float] = field(default_factory=list)  # loss of the global batch per optimizer step
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -184,6 +192,7 @@ class _State:
         self.best_step: int | None = None
         self.history: list[dict[str, float]] = []
         self.last_loss = float("nan")
+        self.losses: list[float] = []
 
 
 def _rng_payload(np_rng: np.random.RandomState, py_rng: _random.Random, device: torch.device) -> dict:
@@ -219,7 +228,7 @@ def _save_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, 
     payload = {
         "format": CHECKPOINT_FORMAT, "fingerprint": fp, "step": st.step, "micro": st.micro, "epoch": st.epoch,
         "pos": st.pos, "best": st.best, "best_step": st.best_step, "history": st.history,
-        "last_loss": st.last_loss, "optimizer": optimizer.state_dict(),
+        "last_loss": st.last_loss, "losses": st.losses, "optimizer": optimizer.state_dict(),
         "rng": _rng_payload(np_rng, py_rng, device),
     }
     buf = io.BytesIO()
@@ -252,6 +261,7 @@ def _load_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, 
     optimizer.load_state_dict(payload["optimizer"])
     for k in ("step", "micro", "epoch", "pos", "best", "best_step", "history", "last_loss"):
         setattr(st, k, payload[k])
+    st.losses = list(payload.get("losses", []))
     _restore_rng(payload["rng"], np_rng, py_rng, device)
     return st.step
 
@@ -278,10 +288,14 @@ def _ema_update(ema, model, decay: float) -> None:
         ba.data = b.data if n.split(".")[-1] == "num_batches_tracked" else decay * ba.data + (1.0 - decay) * b.data
 
 
-def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe) -> None:
-    """Clip (optional), the scheduled rate of every group, AdamW, zero grad, EMA (official train_step order)."""
+def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe, ranks=None) -> None:
+    """Clip (optional), the scheduled rate of every group, AdamW, zero grad, EMA (official train_step order).
+    With data-parallel `ranks`: first the gradient all-reduce, and the logged loss is the global batch's."""
     from probekit.finetune.optim import scheduled_lr
 
+    if ranks is not None:
+        ranks.dp.reduce_grads(optimizer)  # weights already in the losses: a plain sum
+        loss = ranks.global_loss(loss)
     if recipe.grad_clip_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
     for g in optimizer.param_groups:
@@ -291,6 +305,7 @@ def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe) -> None:
     optimizer.zero_grad(set_to_none=True)
     st.step += 1
     st.last_loss = float(loss.detach())
+    st.losses.append(st.last_loss)
     if not math.isfinite(st.last_loss):
         raise ConfigError(f"fine-tuning diverged at step {st.step} (loss {st.last_loss})",
                           hint="lower the learning rate (--set lr=...) or clip gradients (--set grad_clip_norm=1.0)")
@@ -332,16 +347,125 @@ def _train_batches(data: RunData, recipe, batches, np_rng, workers: int, device:
         yield from feature_batches(data.train.clips, data.frontend, sr, batches, workers=workers, device=device)
 
 
+class _Ranks:
+    """The data-parallel side of one run (world_size > 1): rank, global-batch rows, gradient and loss sums."""
+
+    def __init__(self, rank: int, world_size: int):
+        from probekit.distributed import DataParallel, DistEnv
+
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ConfigError(f"fine-tuning with world_size={world_size} needs an initialised process group",
+                              hint="start the ranks with torchrun (or `probekit finetune --nodes N --gpus G`)")
+        self.rank, self.world = int(rank), int(world_size)
+        self.dp = DataParallel(DistEnv(self.rank, self.world, 0, torch.distributed.get_backend()))
+        self.weight = 1.0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def attach(self, model, fp: str) -> None:
+        """Same run on every rank (fingerprint), rank 0's weights everywhere, global-batch dropout masks."""
+        import types
+
+        from probekit.distributed import _global_dropout
+        from probekit.errors import ProbeError
+
+        bn = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if bn:
+            raise ConfigError(f"data-parallel fine-tuning of an encoder with BatchNorm ({bn[0]}): its batch "
+                              "statistics would be per rank, not the global batch's",
+                              hint="fine-tune it in one process (no torchrun), or use a BatchNorm-free encoder")
+        every: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(every, fp)
+        if len(set(every)) > 1:
+            raise ProbeError(f"data-parallel ranks disagree on the fine-tuning run (fingerprints {', '.join(every)})",
+                             hint="start every rank with the same command, data and recipe")
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                torch.distributed.broadcast(t.data, src=0)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.forward = types.MethodType(_global_dropout(self.dp), m)
+
+    def take(self, n: int) -> slice:
+        """This rank's rows of a global batch of n (contiguous); sets the masks' offsets and the loss weight."""
+        from probekit.distributed import shard_bounds
+
+        if n < self.world:
+            raise ConfigError(f"data-parallel fine-tuning on {self.world} ranks: a global batch of {n} clip(s) "
+                              "leaves a rank without clips",
+                              hint=f"use train_batch_size >= {self.world} and a training set whose last batch "
+                                   f"has >= {self.world} clips, or fewer ranks")
+        lo, hi = shard_bounds(n, self.rank, self.world)
+        self.dp.global_n, self.dp.local_n, self.dp.offset = n, hi - lo, lo
+        self.weight = (hi - lo) / n
+        return slice(lo, hi)
+
+    def global_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        t = torch.tensor([float(loss.detach()) * self.weight], dtype=torch.float64, device=loss.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        return t[0]
+
+    def predict(self, model, split: SplitData, data, recipe, device, workers: int) -> np.ndarray:
+        """Scores of the whole split: each rank its contiguous part, gathered once (rank order)."""
+        from probekit.distributed import gather_rows, shard_bounds
+
+        lo, hi = shard_bounds(len(split.clips), self.rank, self.world)
+        part = SplitData(split.clips[lo:hi], split.labels[lo:hi])
+        mine = predict_scores(model, part, data, recipe, device, workers=workers) if hi > lo else None
+        return gather_rows(mine)
+
+    def barrier(self) -> None:
+        torch.distributed.barrier()
+
+
+class _GlobalDropPath:
+    """While active, the ViT families' drop path draws its per-sample mask for the global batch and keeps
+    this rank's rows (one process: the same draws)."""
+
+    def __init__(self, ranks: _Ranks | None, active: bool):
+        self.ranks, self.active = ranks, active and ranks is not None
+        self.saved = None
+
+    def __enter__(self):
+        if not self.active:
+            return self
+        from probekit.backbones import vit
+
+        dp, self.saved = self.ranks.dp, vit.drop_path
+
+        def drop_path(x, p, training):
+            if p == 0.0 or not training or x.shape[0] != dp.local_n:
+                return self.saved(x, p, training)
+            keep = 1.0 - p
+            mask = x.new_empty((dp.global_n,) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            if keep > 0.0:
+                mask.div_(keep)
+            return x * mask[dp.offset : dp.offset + dp.local_n]
+
+        vit.drop_path = drop_path
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            from probekit.backbones import vit
+
+            vit.drop_path, self.saved = self.saved, None
+
+
 def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: torch.device | str = "cpu",
               workers: int = 0, resume: bool = True, stop_after: int | None = None, rank: int = 0,
               world_size: int = 1, log: Callable[[str], None] | None = None) -> RunResult:
     """Fine-tune a copy of `data.backbone` with `recipe`; score the selected model on `data.test`.
 
     stop_after: stop (resumably: a checkpoint is written) once this many optimizer steps are done.
+    rank, world_size: this process in a data-parallel job (torch.distributed initialised; see the module
+        docstring); every rank must call with the same arguments and a shared `run_dir`.
     """
     from probekit._device import resolve_device
     from probekit.finetune.augment import augment_features
-    from probekit.finetune.data import batch_order, shard
+    from probekit.finetune.data import batch_order
 
     if recipe.frame_wise_task:
         raise ConfigError(f"finetune recipe {recipe.name!r} is frame-wise (event detection)",
@@ -350,6 +474,9 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
         raise ConfigError(f"finetune recipe {recipe.name!r} selects on validation data, but there is no validation "
                           "split", hint="--set selection=last")
     device = resolve_device(device)
+    ranks = _Ranks(rank, world_size) if world_size > 1 else None
+    main = ranks is None or ranks.main
+    log = log if main else None
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -370,8 +497,11 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     st = _State()
     fp = _fingerprint(data, recipe, seed)
     resumed = _load_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device) if resume else None
-    if not resume:
+    if not resume and main:
         _clear(run_dir)
+    if ranks is not None:
+        ranks.barrier()  # nobody reads run_dir while rank 0 clears it
+        ranks.attach(model, fp)
     n_train = len(data.train.clips)
     if n_train == 0:
         raise ConfigError("fine-tuning has no training clips", hint="check the dataset's train split")
@@ -379,33 +509,45 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     best_path = run_dir / "best.safetensors"
     stopped = False
 
+    def scores_of(split: SplitData) -> np.ndarray:
+        if ranks is None:
+            return predict_scores(scored, split, data, recipe, device, workers=workers)
+        return ranks.predict(scored, split, data, recipe, device, workers)
+
     def validate() -> None:
-        scores = predict_scores(scored, data.val, data, recipe, device, workers=workers)
+        scores = scores_of(data.val)
         m = _metrics(scores, data.val, data.multilabel)
         v = float(m[m["primary"]])
         st.history.append({"step": float(st.step), f"val_{m['primary']}": v})
         if st.best is None or v >= st.best:  # official is_best: new >= old
             st.best, st.best_step = v, st.step
-            _save_weights(best_path, scored.weights(), {"step": str(st.step), "val": repr(v)})
+            if main:
+                _save_weights(best_path, scored.weights(), {"step": str(st.step), "val": repr(v)})
 
+    drop_path = _GlobalDropPath(ranks, model.drop_path_applied)
     while st.step < total and not stopped:
         order = batch_order(n_train, recipe.train_batch_size, st.epoch, seed, sampler=recipe.sampler,
                             labels=data.train.labels, multilabel=data.multilabel)
-        todo = [shard(b, rank, world_size) for b in order[st.pos:]]
-        for rows, feats, valid in _train_batches(data, recipe, todo, np_rng, workers, device):
+        # the whole global batch on every rank: augmentation draws for all of it, then this rank's rows
+        for rows, feats, valid in _train_batches(data, recipe, order[st.pos:], np_rng, workers, device):
             x = feats.to(device, non_blocking=True)
             y = _targets(data.train.labels, rows.numpy(), data.num_classes, data.multilabel, soft).to(device)
             with torch.no_grad():
                 x, y = augment_features(x, y, recipe, np_rng=np_rng, py_rng=py_rng)
-            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+            weight = 1.0
+            if ranks is not None:
+                mine = ranks.take(len(rows))
+                x, y, valid, weight = x[mine], y[mine], valid[mine], ranks.weight
+            with drop_path, torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
                 logits = model(x, valid)
             loss = loss_fn(logits.float(), y)
-            (loss / accum).backward()
+            # b_r / B: the summed gradients of the ranks are the gradient of the global batch's mean loss
+            (loss * weight / accum).backward()
             st.micro += 1
             st.pos += 1
             if st.micro % accum:
                 continue
-            _optimizer_step(st, loss, model, ema, optimizer, recipe)
+            _optimizer_step(st, loss, model, ema, optimizer, recipe, ranks)
             if recipe.selection == "best_val" and (st.step % recipe.val_frequency == 0 or st.step == total):
                 validate()
             if log is not None and (st.step % max(1, total // 20) == 0 or st.step == total):
@@ -413,8 +555,10 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             done = st.step >= total
             due = recipe.checkpoint_every and st.step % recipe.checkpoint_every == 0 and not done
             halt = stop_after is not None and st.step >= stop_after and not done
-            if due or halt:
+            if (due or halt) and main:
                 _save_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device)
+            if (due or halt) and ranks is not None:
+                ranks.barrier()  # a rank killed after this resumes from the same checkpoint as rank 0
             if halt:
                 stopped = True
             if done or halt:
@@ -425,19 +569,25 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
 
     seconds = time.perf_counter() - t0
     result = RunResult(None, st.step, seconds, st.last_loss, list(st.history), st.best, st.best_step, resumed,
-                       stopped, None, None, model.drop_path_applied)
+                       stopped, None, None, model.drop_path_applied, losses=list(st.losses))
     if stopped:
         return result
     last_path = run_dir / "last.safetensors"
-    _save_weights(last_path, scored.weights(), {"step": str(st.step)})
+    if main:
+        _save_weights(last_path, scored.weights(), {"step": str(st.step)})
+    if ranks is not None:
+        ranks.barrier()  # best.safetensors is complete before any rank reloads it
     result.last_path = last_path
     if recipe.selection == "best_val" and best_path.is_file():
         scored.load_state_dict(load_weights(best_path))  # the official temp_save_path reload
         result.best_path = best_path
     if data.test is not None:
-        scores = predict_scores(scored, data.test, data, recipe, device, workers=workers)
+        scores = scores_of(data.test)
         result.metrics = _metrics(scores, data.test, data.multilabel)
         result.scores = scores
-    _clear(run_dir)  # a finished run needs no resume state (the weights are in last/best.safetensors)
+    if ranks is not None:
+        ranks.barrier()  # every rank has read best.safetensors
+    if main:
+        _clear(run_dir)  # a finished run needs no resume state (the weights are in last/best.safetensors)
     result.seconds = time.perf_counter() - t0
     return result
