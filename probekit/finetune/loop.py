@@ -2,16 +2,16 @@
 
 Per optimizer step (engine/trainer.py): `grad_accumulation_steps` micro-batches, each decoded ->
 (waveform augmentation) -> frontend -> time roll / mixup / SpecAugment masks -> encoder + head under
-autocast (bf16 on CUDA; float32 on CPU) -> loss on float logits / accumulation -> backward; then optional
-gradient clipping, the learning rate of every group (layer-wise decay x warmup + cosine, RiseRunDecay),
-AdamW step, zero grad, optional EMA update, validation (best_val) and a checkpoint every
-`checkpoint_every` steps.
+autocast (bf16, or fp16 with a gradient scaler, on CUDA; float32 on CPU) -> loss on float logits /
+accumulation -> backward; then optional gradient clipping, the learning rate of every group (layer-wise
+decay x warmup + cosine, RiseRunDecay), AdamW step, zero grad, optional EMA update, validation (best_val)
+and a checkpoint every `checkpoint_every` steps.
 
 A checkpoint (RUN_DIR/ckpt-<step>/) holds the model (and EMA) weights in safetensors and the rest in
-state.pt: optimizer, step, data position (pass, batch), the torch (CPU and CUDA), numpy and Python RNG
-states, best validation score and history. RUN_DIR/latest names the newest complete one (written last,
-atomically), so a run killed at any moment resumes from a whole checkpoint and then draws the same
-numbers as a run that was never stopped: on CPU the two end bit-identical.
+state.pt: optimizer, fp16 gradient scaler, step, data position (pass, batch), the torch (CPU and CUDA),
+numpy and Python RNG states, best validation score and history. RUN_DIR/latest names the newest complete
+one (written last, atomically), so a run killed at any moment resumes from a whole checkpoint and then
+draws the same numbers as a run that was never stopped: on CPU the two end bit-identical.
 The last and best models are RUN_DIR/last.safetensors and RUN_DIR/best.safetensors.
 
 Data parallelism (torchrun; `world_size` > 1, process group initialised): every rank walks the same global
@@ -120,7 +120,17 @@ def _targets(labels: np.ndarray, rows, num_classes: int, multilabel: bool, soft:
 def _amp(recipe, device: torch.device):
     if device.type != "cuda" or recipe.amp == "none":
         return None
-    return torch.bfloat16
+    return torch.float16 if recipe.amp == "fp16" else torch.bfloat16
+
+
+def _scaler(recipe, device: torch.device):
+    """torch.amp.GradScaler for amp=fp16 (CUDA only: refused elsewhere), else None."""
+    if recipe.amp != "fp16":
+        return None
+    if device.type != "cuda":
+        raise ConfigError(f"finetune recipe {recipe.name!r}: amp=fp16 (float16 with a gradient scaler) runs on CUDA "
+                          f"only, not on {device.type}", hint="--set amp=bf16 or --set amp=none, or --device cuda")
+    return torch.amp.GradScaler(device.type)
 
 
 def _fingerprint(data: RunData, recipe, seed: int) -> str:
@@ -216,7 +226,8 @@ def _restore_rng(d: dict, np_rng: np.random.RandomState, py_rng: _random.Random,
     py_rng.setstate((ver, tuple(internal), gauss_next))
 
 
-def _save_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, np_rng, py_rng, device) -> Path:
+def _save_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, np_rng, py_rng, device,
+                     scaler=None) -> Path:
     from probekit._io import atomic_write_bytes, atomic_write_text
 
     d = run_dir / f"ckpt-{st.step:08d}"
@@ -230,6 +241,8 @@ def _save_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, 
         "pos": st.pos, "best": st.best, "best_step": st.best_step, "history": st.history,
         "last_loss": st.last_loss, "losses": st.losses, "optimizer": optimizer.state_dict(),
         "rng": _rng_payload(np_rng, py_rng, device),
+        # fp16: the loss scale and its growth tracker, so a resumed run scales (and skips steps) as a straight one
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -241,7 +254,8 @@ def _save_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, 
     return d
 
 
-def _load_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, np_rng, py_rng, device) -> int | None:
+def _load_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, np_rng, py_rng, device,
+                     scaler=None) -> int | None:
     latest = run_dir / "latest"
     if not latest.is_file():
         return None
@@ -259,6 +273,8 @@ def _load_checkpoint(run_dir: Path, fp: str, st: _State, model, ema, optimizer, 
     if ema is not None:
         ema.load_state_dict(load_weights(d / "ema.safetensors"))
     optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
     for k in ("step", "micro", "epoch", "pos", "best", "best_step", "history", "last_loss"):
         setattr(st, k, payload[k])
     st.losses = list(payload.get("losses", []))
@@ -288,25 +304,34 @@ def _ema_update(ema, model, decay: float) -> None:
         ba.data = b.data if n.split(".")[-1] == "num_batches_tracked" else decay * ba.data + (1.0 - decay) * b.data
 
 
-def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe, ranks=None) -> None:
+def _optimizer_step(st: _State, loss, model, ema, optimizer, recipe, ranks=None, scaler=None) -> None:
     """Clip (optional), the scheduled rate of every group, AdamW, zero grad, EMA (official train_step order).
-    With data-parallel `ranks`: first the gradient all-reduce, and the logged loss is the global batch's."""
+    With data-parallel `ranks`: first the gradient all-reduce, and the logged loss is the global batch's.
+    With an fp16 `scaler`: gradients are unscaled before clipping; the step is skipped on inf/NaN gradients
+    (torch.amp.GradScaler, as Lightning's 16-mixed precision and fairseq's fp16 fine-tuning do)."""
     from probekit.finetune.optim import scheduled_lr
 
     if ranks is not None:
-        ranks.dp.reduce_grads(optimizer)  # weights already in the losses: a plain sum
+        ranks.dp.reduce_grads(optimizer)  # weights already in the losses: a plain sum (same scale on every rank)
         loss = ranks.global_loss(loss)
     if recipe.grad_clip_norm:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
     for g in optimizer.param_groups:
         g["lr"] = scheduled_lr(st.step, lr=recipe.lr, min_lr=recipe.min_lr, warmup=recipe.lr_warmup_steps,
                                total=recipe.optimization_steps, lr_scale=g["lr_scale"])
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     st.step += 1
     st.last_loss = float(loss.detach())
     st.losses.append(st.last_loss)
-    if not math.isfinite(st.last_loss):
+    # fp16: an overflowing step is skipped by the scaler (it backs off); diverged once the scale is spent
+    if not math.isfinite(st.last_loss) and (scaler is None or scaler.get_scale() < 1.0):
         raise ConfigError(f"fine-tuning diverged at step {st.step} (loss {st.last_loss})",
                           hint="lower the learning rate (--set lr=...) or clip gradients (--set grad_clip_norm=1.0)")
     if ema is not None:
@@ -486,6 +511,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     np_rng = np.random.RandomState(seed)
     py_rng = _random.Random(seed)
 
+    scaler = _scaler(recipe, device)
     model, ema, optimizer = _build(data, recipe, device)
     loss_fn = _loss_fn(recipe, data.multilabel)
     amp = _amp(recipe, device)
@@ -496,7 +522,8 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
 
     st = _State()
     fp = _fingerprint(data, recipe, seed)
-    resumed = _load_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device) if resume else None
+    resumed = (_load_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device, scaler)
+               if resume else None)
     if not resume and main:
         _clear(run_dir)
     if ranks is not None:
@@ -542,12 +569,13 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
                 logits = model(x, valid)
             loss = loss_fn(logits.float(), y)
             # b_r / B: the summed gradients of the ranks are the gradient of the global batch's mean loss
-            (loss * weight / accum).backward()
+            scaled = loss * weight / accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
             st.micro += 1
             st.pos += 1
             if st.micro % accum:
                 continue
-            _optimizer_step(st, loss, model, ema, optimizer, recipe, ranks)
+            _optimizer_step(st, loss, model, ema, optimizer, recipe, ranks, scaler)
             if recipe.selection == "best_val" and (st.step % recipe.val_frequency == 0 or st.step == total):
                 validate()
             if log is not None and (st.step % max(1, total // 20) == 0 or st.step == total):
@@ -556,7 +584,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             due = recipe.checkpoint_every and st.step % recipe.checkpoint_every == 0 and not done
             halt = stop_after is not None and st.step >= stop_after and not done
             if (due or halt) and main:
-                _save_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device)
+                _save_checkpoint(run_dir, fp, st, model, ema, optimizer, np_rng, py_rng, device, scaler)
             if (due or halt) and ranks is not None:
                 ranks.barrier()  # a rank killed after this resumes from the same checkpoint as rank 0
             if halt:

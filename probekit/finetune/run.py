@@ -244,6 +244,10 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
         raise ConfigError(f"finetune recipe {r.name!r} is frame-wise (event detection)",
                           hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
     dev, rank, world = _join(device)
+    if r.amp == "fp16":
+        from probekit.finetune.loop import _scaler
+
+        _scaler(r, dev)  # refused off CUDA before any data is read
     if rank:  # data-parallel rank other than 0: trains its part, writes and prints nothing
         write, log = False, None
     plan = _prepare(bb, ds, r)
