@@ -12,6 +12,17 @@ from probekit._console import print_table
 from probekit.cli import DEVICE_HELP, JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 
 
+def _launch_ranks(nodes: int, gpus: int, slurm, rdzv_endpoint, results_dir) -> None:
+    """nodes x gpus data-parallel ranks of this command (torchrun here, or a submitit job with --slurm)."""
+    from probekit.cli import _state
+    from probekit.launch import launch_probe, parse_slurm, strip_options
+
+    argv = strip_options(_state.get("argv") or [], {"--nodes", "--gpus", "--slurm", "--rdzv-endpoint"})
+    launch_probe(argv, nodes, gpus, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
+                 soft_wrap=True, markup=False), rdzv_endpoint=rdzv_endpoint,
+                 results_dir=str(results_dir) if results_dir else None, command="finetune")
+
+
 @app.command("finetune")
 def finetune_command(
     backbone: str = typer.Option(None, "--backbone", help="Registered backbone name (see `probekit backbones`)."),
@@ -86,13 +97,7 @@ def finetune_command(
     if not backbone:
         raise ConfigError("probekit finetune needs --backbone", hint="e.g. --backbone bat (see `probekit backbones`)")
     if nodes > 1 or gpus > 1 or slurm:  # start the ranks; each reruns this command without the launch options
-        from probekit.cli import _state
-        from probekit.launch import launch_probe, parse_slurm, strip_options
-
-        argv = strip_options(_state.get("argv") or [], {"--nodes", "--gpus", "--slurm", "--rdzv-endpoint"})
-        launch_probe(argv, nodes, gpus, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
-                     soft_wrap=True, markup=False), rdzv_endpoint=rdzv_endpoint,
-                     results_dir=str(results_dir) if results_dir else None, command="finetune")
+        _launch_ranks(nodes, gpus, slurm, rdzv_endpoint, results_dir)
         return
     from probekit import distributed
 

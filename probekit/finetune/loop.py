@@ -372,111 +372,30 @@ def _train_batches(data: RunData, recipe, batches, np_rng, workers: int, device:
         yield from feature_batches(data.train.clips, data.frontend, sr, batches, workers=workers, device=device)
 
 
-class _Ranks:
-    """The data-parallel side of one run (world_size > 1): rank, global-batch rows, gradient and loss sums."""
-
-    def __init__(self, rank: int, world_size: int):
-        from probekit.distributed import DataParallel, DistEnv
-
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise ConfigError(f"fine-tuning with world_size={world_size} needs an initialised process group",
-                              hint="start the ranks with torchrun (or `probekit finetune --nodes N --gpus G`)")
-        self.rank, self.world = int(rank), int(world_size)
-        self.dp = DataParallel(DistEnv(self.rank, self.world, 0, torch.distributed.get_backend()))
-        self.weight = 1.0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def attach(self, model, fp: str) -> None:
-        """Same run on every rank (fingerprint), rank 0's weights everywhere, global-batch dropout masks."""
-        import types
-
-        from probekit.distributed import _global_dropout
-        from probekit.errors import ProbeError
-
-        bn = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if bn:
-            raise ConfigError(f"data-parallel fine-tuning of an encoder with BatchNorm ({bn[0]}): its batch "
-                              "statistics would be per rank, not the global batch's",
-                              hint="fine-tune it in one process (no torchrun), or use a BatchNorm-free encoder")
-        every: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(every, fp)
-        if len(set(every)) > 1:
-            raise ProbeError(f"data-parallel ranks disagree on the fine-tuning run (fingerprints {', '.join(every)})",
-                             hint="start every rank with the same command, data and recipe")
-        with torch.no_grad():
-            for t in [*model.parameters(), *model.buffers()]:
-                torch.distributed.broadcast(t.data, src=0)
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.forward = types.MethodType(_global_dropout(self.dp), m)
-
-    def take(self, n: int) -> slice:
-        """This rank's rows of a global batch of n (contiguous); sets the masks' offsets and the loss weight."""
-        from probekit.distributed import shard_bounds
-
-        if n < self.world:
-            raise ConfigError(f"data-parallel fine-tuning on {self.world} ranks: a global batch of {n} clip(s) "
-                              "leaves a rank without clips",
-                              hint=f"use train_batch_size >= {self.world} and a training set whose last batch "
-                                   f"has >= {self.world} clips, or fewer ranks")
-        lo, hi = shard_bounds(n, self.rank, self.world)
-        self.dp.global_n, self.dp.local_n, self.dp.offset = n, hi - lo, lo
-        self.weight = (hi - lo) / n
-        return slice(lo, hi)
-
-    def global_loss(self, loss: torch.Tensor) -> torch.Tensor:
-        t = torch.tensor([float(loss.detach()) * self.weight], dtype=torch.float64, device=loss.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
-        return t[0]
-
-    def predict(self, model, split: SplitData, data, recipe, device, workers: int) -> np.ndarray:
-        """Scores of the whole split: each rank its contiguous part, gathered once (rank order)."""
-        from probekit.distributed import gather_rows, shard_bounds
-
-        lo, hi = shard_bounds(len(split.clips), self.rank, self.world)
-        part = SplitData(split.clips[lo:hi], split.labels[lo:hi])
-        mine = predict_scores(model, part, data, recipe, device, workers=workers) if hi > lo else None
-        return gather_rows(mine)
-
-    def barrier(self) -> None:
-        torch.distributed.barrier()
+def _refuse(data: RunData, recipe) -> None:
+    if recipe.frame_wise_task:
+        raise ConfigError(f"finetune recipe {recipe.name!r} is frame-wise (event detection)",
+                          hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
+    if recipe.selection == "best_val" and data.val is None:
+        raise ConfigError(f"finetune recipe {recipe.name!r} selects on validation data, but there is no validation "
+                          "split", hint="--set selection=last")
+    if not data.train.clips:
+        raise ConfigError("fine-tuning has no training clips", hint="check the dataset's train split")
 
 
-class _GlobalDropPath:
-    """While active, the ViT families' drop path draws its per-sample mask for the global batch and keeps
-    this rank's rows (one process: the same draws)."""
-
-    def __init__(self, ranks: _Ranks | None, active: bool):
-        self.ranks, self.active = ranks, active and ranks is not None
-        self.saved = None
-
-    def __enter__(self):
-        if not self.active:
-            return self
-        from probekit.backbones import vit
-
-        dp, self.saved = self.ranks.dp, vit.drop_path
-
-        def drop_path(x, p, training):
-            if p == 0.0 or not training or x.shape[0] != dp.local_n:
-                return self.saved(x, p, training)
-            keep = 1.0 - p
-            mask = x.new_empty((dp.global_n,) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-            if keep > 0.0:
-                mask.div_(keep)
-            return x * mask[dp.offset : dp.offset + dp.local_n]
-
-        vit.drop_path = drop_path
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            from probekit.backbones import vit
-
-            vit.drop_path, self.saved = self.saved, None
+def _forward_backward(model, x, y, valid, loss_fn, amp, accum: int, *, ranks, drop_path, scaler) -> torch.Tensor:
+    """One micro-batch (the whole global batch, augmented): this rank's rows through the model, loss, backward."""
+    weight = 1.0
+    if ranks is not None:
+        mine = ranks.take(len(x))
+        x, y, valid, weight = x[mine], y[mine], valid[mine], ranks.weight
+    with drop_path, torch.autocast(device_type=x.device.type, dtype=amp, enabled=amp is not None):
+        logits = model(x, valid)
+    loss = loss_fn(logits.float(), y)
+    # b_r / B: the summed gradients of the ranks are the gradient of the global batch's mean loss
+    scaled = loss * weight / accum
+    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    return loss
 
 
 def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: torch.device | str = "cpu",
@@ -492,14 +411,11 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
     from probekit.finetune.augment import augment_features
     from probekit.finetune.data import batch_order
 
-    if recipe.frame_wise_task:
-        raise ConfigError(f"finetune recipe {recipe.name!r} is frame-wise (event detection)",
-                          hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
-    if recipe.selection == "best_val" and data.val is None:
-        raise ConfigError(f"finetune recipe {recipe.name!r} selects on validation data, but there is no validation "
-                          "split", hint="--set selection=last")
+    _refuse(data, recipe)
     device = resolve_device(device)
-    ranks = _Ranks(rank, world_size) if world_size > 1 else None
+    from probekit.finetune.ddp import GlobalDropPath, Ranks
+
+    ranks = Ranks(rank, world_size) if world_size > 1 else None
     main = ranks is None or ranks.main
     log = log if main else None
     run_dir = Path(run_dir)
@@ -530,16 +446,15 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
         ranks.barrier()  # nobody reads run_dir while rank 0 clears it
         ranks.attach(model, fp)
     n_train = len(data.train.clips)
-    if n_train == 0:
-        raise ConfigError("fine-tuning has no training clips", hint="check the dataset's train split")
     scored = ema if ema is not None else model
     best_path = run_dir / "best.safetensors"
     stopped = False
 
     def scores_of(split: SplitData) -> np.ndarray:
-        if ranks is None:
-            return predict_scores(scored, split, data, recipe, device, workers=workers)
-        return ranks.predict(scored, split, data, recipe, device, workers)
+        def score(part):
+            return predict_scores(scored, part, data, recipe, device, workers=workers)
+
+        return score(split) if ranks is None else ranks.predict(score, split)
 
     def validate() -> None:
         scores = scores_of(data.val)
@@ -551,7 +466,7 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             if main:
                 _save_weights(best_path, scored.weights(), {"step": str(st.step), "val": repr(v)})
 
-    drop_path = _GlobalDropPath(ranks, model.drop_path_applied)
+    drop_path = GlobalDropPath(ranks, model.drop_path_applied)
     while st.step < total and not stopped:
         order = batch_order(n_train, recipe.train_batch_size, st.epoch, seed, sampler=recipe.sampler,
                             labels=data.train.labels, multilabel=data.multilabel)
@@ -561,16 +476,8 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             y = _targets(data.train.labels, rows.numpy(), data.num_classes, data.multilabel, soft).to(device)
             with torch.no_grad():
                 x, y = augment_features(x, y, recipe, np_rng=np_rng, py_rng=py_rng)
-            weight = 1.0
-            if ranks is not None:
-                mine = ranks.take(len(rows))
-                x, y, valid, weight = x[mine], y[mine], valid[mine], ranks.weight
-            with drop_path, torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
-                logits = model(x, valid)
-            loss = loss_fn(logits.float(), y)
-            # b_r / B: the summed gradients of the ranks are the gradient of the global batch's mean loss
-            scaled = loss * weight / accum
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            loss = _forward_backward(model, x, y, valid, loss_fn, amp, accum, ranks=ranks, drop_path=drop_path,
+                                     scaler=scaler)
             st.micro += 1
             st.pos += 1
             if st.micro % accum:
@@ -595,14 +502,22 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
             st.epoch += 1
             st.pos = 0
 
-    seconds = time.perf_counter() - t0
-    result = RunResult(None, st.step, seconds, st.last_loss, list(st.history), st.best, st.best_step, resumed,
-                       stopped, None, None, model.drop_path_applied, losses=list(st.losses))
-    if stopped:
-        return result
+    result = RunResult(None, st.step, time.perf_counter() - t0, st.last_loss, list(st.history), st.best,
+                       st.best_step, resumed, stopped, None, None, model.drop_path_applied, losses=list(st.losses))
+    if not stopped:
+        _finish(result, run_dir, data, recipe, scored, scores_of, ranks)
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _finish(result: RunResult, run_dir: Path, data: RunData, recipe, scored, scores_of, ranks) -> None:
+    """The end of a finished run: last weights, the selected model scored on the test split, resume state
+    removed (rank 0 writes and removes; every rank scores)."""
+    main = ranks is None or ranks.main
+    best_path = run_dir / "best.safetensors"
     last_path = run_dir / "last.safetensors"
     if main:
-        _save_weights(last_path, scored.weights(), {"step": str(st.step)})
+        _save_weights(last_path, scored.weights(), {"step": str(result.steps)})
     if ranks is not None:
         ranks.barrier()  # best.safetensors is complete before any rank reloads it
     result.last_path = last_path
@@ -617,5 +532,3 @@ def train_run(data: RunData, recipe, *, seed: int, run_dir: str | Path, device: 
         ranks.barrier()  # every rank has read best.safetensors
     if main:
         _clear(run_dir)  # a finished run needs no resume state (the weights are in last/best.safetensors)
-    result.seconds = time.perf_counter() - t0
-    return result

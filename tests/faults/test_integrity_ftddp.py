@@ -58,11 +58,11 @@ def test_world_size_without_process_group_is_refused(fsdd_part_factory, tmp_path
 
 
 def test_batchnorm_encoder_is_refused_on_several_ranks(group):
-    from probekit.finetune.loop import _Ranks
+    from probekit.finetune.ddp import Ranks
 
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.BatchNorm1d(2))
     with pytest.raises(ConfigError, match=r"BatchNorm \(1\)"):
-        _Ranks(0, 2).attach(model, "fingerprint")
+        Ranks(0, 2).attach(model, "fingerprint")
 
 
 def test_fp16_scaler_state_is_checkpointed(tmp_path):

@@ -144,11 +144,11 @@ def test_too_small_global_batch_is_refused_before_training(fsdd_root, tmp_path):
     import torch.distributed as dist
 
     from probekit.errors import ConfigError
-    from probekit.finetune.loop import _Ranks
+    from probekit.finetune.ddp import Ranks
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
-        ranks = _Ranks(0, 2)
+        ranks = Ranks(0, 2)
         with pytest.raises(ConfigError, match="leaves a rank without clips"):
             ranks.take(1)
         assert ranks.take(7) == slice(0, 4) and ranks.weight == 4 / 7
