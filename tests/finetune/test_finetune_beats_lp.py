@@ -24,5 +24,5 @@ def test_finetuned_tiny_model_beats_its_linear_probe_on_fsdd(fsdd_root):
     out = bench.main(["--data-root", str(fsdd_root), "--device", "cpu", "--seeds", "3"])
     assert len(out["lp"]) == len(out["ft"]) == 3
     assert out["test_clips"] == 100 and out["metric"] == "accuracy"
-    # FT's mean over 3 seeds beats LP's by a margin (measured: see the benchmark's docstring)
+    # FT's mean over 3 seeds beats LP's by a margin (measured 33.0 vs 22.0: the benchmark's docstring)
     assert out["ft_mean"] > out["lp_mean"] + 3.0, out
