@@ -229,8 +229,9 @@ def launch_tune(argv: Sequence[str], workers: int, spec: SlurmSpec, say: Callabl
 
 
 def launch_probe(argv: Sequence[str], nodes: int, gpus: int, spec: SlurmSpec | None, say: Callable[[str], None],
-                 *, rdzv_endpoint: str | None = None, results_dir: str | None = None) -> Any:
-    """The probe command `argv` on nodes x gpus data-parallel ranks: a SLURM job (spec) or torchrun here."""
+                 *, rdzv_endpoint: str | None = None, results_dir: str | None = None, command: str = "probe") -> Any:
+    """The probe command `argv` on nodes x gpus data-parallel ranks: a SLURM job (spec) or torchrun here.
+    `command` names the job (probe, finetune) in the log folder and messages."""
     if nodes < 1 or gpus < 1:
         raise ConfigError(f"--nodes {nodes} --gpus {gpus}: both must be at least 1", hint="e.g. --nodes 1 --gpus 4")
     results = results_dir or os.environ.get("PROBEKIT_RESULTS", "results")
@@ -239,12 +240,12 @@ def launch_probe(argv: Sequence[str], nodes: int, gpus: int, spec: SlurmSpec | N
         import torch
 
         cuda = spec.cluster == "slurm" or torch.cuda.is_available()
-        ex, folder = _executor(spec, "probe", nodes=nodes, tasks_per_node=gpus, gpus_per_node=gpus if cuda else 0)
+        ex, folder = _executor(spec, command, nodes=nodes, tasks_per_node=gpus, gpus_per_node=gpus if cuda else 0)
         job = ex.submit(CliTask(argv, distributed=world > 1))
-        _say_jobs(say, [job], folder, f"a probe on {nodes} node(s) x {gpus} rank(s)", spec)
+        _say_jobs(say, [job], folder, f"a {command} on {nodes} node(s) x {gpus} rank(s)", spec)
         say(f"  results: rank 0 writes the record under {results}; every rank's log is in the folder above")
         if spec.wait:
-            _wait([job], say, "probe")
+            _wait([job], say, command)
         return job
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={gpus}"]
     if nodes == 1:

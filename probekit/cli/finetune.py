@@ -12,6 +12,17 @@ from probekit._console import print_table
 from probekit.cli import DEVICE_HELP, JSON_HELP, PROGRESS_HELP, QUIET_HELP, app, console, output_mode
 
 
+def _launch_ranks(nodes: int, gpus: int, slurm, rdzv_endpoint, results_dir) -> None:
+    """nodes x gpus data-parallel ranks of this command (torchrun here, or a submitit job with --slurm)."""
+    from probekit.cli import _state
+    from probekit.launch import launch_probe, parse_slurm, strip_options
+
+    argv = strip_options(_state.get("argv") or [], {"--nodes", "--gpus", "--slurm", "--rdzv-endpoint"})
+    launch_probe(argv, nodes, gpus, parse_slurm(slurm), lambda line: console.print(line, highlight=False,
+                 soft_wrap=True, markup=False), rdzv_endpoint=rdzv_endpoint,
+                 results_dir=str(results_dir) if results_dir else None, command="finetune")
+
+
 @app.command("finetune")
 def finetune_command(
     backbone: str = typer.Option(None, "--backbone", help="Registered backbone name (see `probekit backbones`)."),
@@ -44,6 +55,14 @@ def finetune_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Data-parallel fine-tuning on N nodes (with --gpus; "
+                              "torchrun, or --slurm)."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Data-parallel ranks per node (GPUs; CPU processes without "
+                             "CUDA). The global batch is the recipe's train_batch_size, split over the ranks."),
+    slurm: list[str] | None = typer.Option(None, "--slurm", help="Run it as a SLURM job (submitit): KEY=VALUE items "
+                                           "(partition=..., time=..., folder=LOGS, wait=true); `--slurm local` runs it here."),
+    rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="--nodes N without --slurm: HOST:PORT of "
+                                             "torchrun's rendezvous (run the command on every node)."),
 ) -> None:
     """Fine-tune the whole encoder with the official recipe of the dataset (BAT code); records probe 'finetune' (FT)."""
     from probekit.errors import ConfigError
@@ -77,6 +96,13 @@ def finetune_command(
         return
     if not backbone:
         raise ConfigError("probekit finetune needs --backbone", hint="e.g. --backbone bat (see `probekit backbones`)")
+    if nodes > 1 or gpus > 1 or slurm:  # start the ranks; each reruns this command without the launch options
+        _launch_ranks(nodes, gpus, slurm, rdzv_endpoint, results_dir)
+        return
+    from probekit import distributed
+
+    if distributed.world_size() > 1 and not distributed.init_from_env(device).is_main:
+        progress, quiet, json_out = False, True, False  # rank 0 alone prints (and writes the record)
     chatty = output_mode(progress, quiet, json_out)
     from probekit.backbones import get_backbone
     from probekit.finetune import finetune
@@ -86,6 +112,8 @@ def finetune_command(
     log = (lambda line: console.print(line, markup=False, highlight=False)) if chatty else None
     out = finetune(bb, ds, recipe=r, seeds=seeds, device=device, workers=workers, run_dir=run_dir,
                    results_dir=results_dir, write=write, resume=resume, stop_after=stop_after, log=log)
+    if distributed.rank() != 0:  # another rank of a data-parallel job: nothing to print
+        return
     if out.record is None:
         msg = f"stopped after {stop_after} steps; resume with the same command (run dir {out.run_dir})"
         if json_out:

@@ -24,8 +24,15 @@ __all__ = ["ClipWaves", "batch_order", "feature_batches", "shard", "wave_batches
 
 
 def shard(rows: Sequence[int], rank: int = 0, world_size: int = 1) -> list[int]:
-    """The clips of one global batch that data-parallel rank `rank` of `world_size` trains on."""
-    return list(rows)[rank::world_size] if world_size > 1 else list(rows)
+    """The clips of one global batch that data-parallel rank `rank` of `world_size` trains on: a contiguous
+    part (probekit.distributed.shard_bounds), so global-batch dropout masks slice at one offset."""
+    if world_size <= 1:
+        return list(rows)
+    from probekit.distributed import shard_bounds
+
+    rows = list(rows)
+    lo, hi = shard_bounds(len(rows), rank, world_size)
+    return rows[lo:hi]
 
 
 def _weights(sampler: str, labels: np.ndarray, multilabel: bool) -> np.ndarray:

@@ -103,7 +103,9 @@ class FinetuneRecipe:
     sampler: str = "shuffle"
     loss: str = "auto"  # "auto": asl when use_asymmetric_loss, else ce (multi-class) / bce (multi-label)
     ema_decay: float | None = None  # EMA of the weights (evaluated instead of the raw weights); None: off
-    amp: str = "bf16"  # autocast on CUDA: "bf16" or "none" (float32); CPU runs float32
+    # autocast on CUDA: "bf16", "fp16" (float16 with torch.amp.GradScaler, as the official EAT/SSLAM/BEATs
+    # fine-tuning runs; CUDA only) or "none" (float32); CPU runs float32 (bf16) or refuses (fp16)
+    amp: str = "bf16"
     checkpoint_every: int = 500  # optimizer steps between resumable checkpoints (0: none)
     eval_batch_size: int = 64
 
@@ -152,8 +154,8 @@ class FinetuneRecipe:
             bad("sampler", "is not one of shuffle, balanced_200k, balanced_first_label")
         if self.loss not in ("auto", "asl", "bce", "ce"):
             bad("loss", "is not one of auto, asl, bce, ce")
-        if self.amp not in ("bf16", "none"):
-            bad("amp", "is not one of bf16, none (fp16 would need a gradient scaler)")
+        if self.amp not in ("bf16", "fp16", "none"):
+            bad("amp", "is not one of bf16, fp16, none")
         if self.selection == "best_val" and self.val_frequency < 1:
             bad("val_frequency", "must be >= 1 with selection=best_val")
         if self.head != "linear" or not self.use_cls_in_head:

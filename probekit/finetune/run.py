@@ -173,7 +173,8 @@ def _seed_runs(plan, ds, r, seed, base, *, dev, workers, resume, stop_after, log
     def data_for(tr, te, va, tag):
         return RunData(fbb, fbb.frontend, spec.num_classes, spec.multilabel, tr, te, va, tag=tag)
 
-    kw = dict(seed=seed, device=dev, workers=workers, resume=resume, stop_after=stop_after, log=log)
+    kw = dict(seed=seed, device=dev, workers=workers, resume=resume, stop_after=stop_after, log=log,
+              rank=plan.get("rank", 0), world_size=plan.get("world_size", 1))
     if r.selection != "cv":
         if log:
             log(f"{fbb.name} / {spec.name}: seed {seed}")
@@ -210,12 +211,28 @@ def _seed_record(seed, results, r, plan):
     return run, notes, m["primary"]
 
 
+def _join(device: str):
+    """(device, rank, world size): under torchrun (WORLD_SIZE > 1) join the job (NCCL on CUDA, one GPU per
+    rank at LOCAL_RANK; gloo on CPU); else (device, 0, 1)."""
+    import torch
+
+    from probekit import distributed
+    from probekit._device import resolve_device
+
+    dev = resolve_device(device)
+    if distributed.world_size() <= 1:
+        return dev, 0, 1
+    env = distributed.init_from_env(str(dev))
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", env.local_rank)
+    return dev, env.rank, env.world_size
+
+
 def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0,), device: str = "auto",
                     workers: int = 0, run_dir=None, results_dir=None, write: bool = False, env=None,
                     resume: bool = True, stop_after: int | None = None,
                     log: Callable[[str], None] | None = None) -> FinetuneOutcome:
     """The runs of one (backbone, dataset) and their record (written when `write`)."""
-    from probekit._device import resolve_device
     from probekit._evaluate import backbone_ref
     from probekit.results.records import Timings, make_record
     from probekit.results.schema import safe_name
@@ -226,8 +243,15 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
     if r.frame_wise_task:
         raise ConfigError(f"finetune recipe {r.name!r} is frame-wise (event detection)",
                           hint="fine-tuning scores clip-level datasets; use a clip-level recipe")
-    dev = resolve_device(device)
+    dev, rank, world = _join(device)
+    if r.amp == "fp16":
+        from probekit.finetune.loop import _scaler
+
+        _scaler(r, dev)  # refused off CUDA before any data is read
+    if rank:  # data-parallel rank other than 0: trains its part, writes and prints nothing
+        write, log = False, None
     plan = _prepare(bb, ds, r)
+    plan.update(rank=rank, world_size=world)
     base = Path(run_dir) if run_dir is not None else (
         _results_dir(results_dir) / "finetune" / safe_name(f"{bb.name}-{spec.name}-{r.name}"))
     t0 = time.perf_counter()
@@ -246,6 +270,8 @@ def finetune_record(bb, ds, *, recipe=None, sets=None, seeds: Sequence[int] = (0
         return out
     if r.path_dropout_rate > 0 and not any(x.drop_path_applied for rs in out.runs.values() for x in rs):
         notes.append(f"drop path {r.path_dropout_rate} not applied: family {bb.card.family!r} has no drop-path hook")
+    if world > 1:
+        notes.append(f"data-parallel on {world} ranks (global batch {r.train_batch_size})")
     if dev.type != "cuda":
         notes.append("float32 on CPU (the recipe's bf16 autocast runs on CUDA only)")
     total = time.perf_counter() - t0
