@@ -59,10 +59,13 @@ def test_event_task_with_an_empty_file_and_an_event_at_the_clip_end_trains_and_s
     rec = json.loads(path.read_text())
     m = rec["seeds"][0]["metrics"]
     assert rec["metric"] == "event_onset_200ms_fms" and all(np.isfinite(v) for v in m.values())
-    # `probekit predict` scores whole clips: a frame-wise head's saved probe is refused by name, not misread
+    # `probekit predict` on a frame-wise head's record gives events (onset, offset, label), not clip scores
     wav = next((hear_events / "16000" / "test").glob("*.wav"))
-    rc, _, err = cli(capsys, "predict", "--record", str(path), str(wav), "--device", "cpu")
-    assert_user_error(rc, err, "frame-wise (event detection) head")
+    rc, out, err = cli(capsys, "predict", "--record", str(path), str(wav), "--device", "cpu", "-o",
+                       str(tmp_path / "ev.csv"))
+    assert rc == 0, err
+    header = (tmp_path / "ev.csv").read_text().splitlines()[0]
+    assert {"path", "onset", "offset", "label"} <= set(header.split(",")), header
 
 
 def test_frame_tokens_refuse_mismatched_events_or_classes():
