@@ -300,12 +300,26 @@ def _version(module: str) -> tuple[str, str]:
         mod = importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - report any import failure
         return "-", f"import failed: {type(e).__name__}: {e}"
-    return str(getattr(mod, "__version__", "?")), "ok"
+    version = getattr(mod, "__version__", None)
+    if version is None:  # some packages (jiwer) only carry their version in the installed metadata
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            version = dist_version(module)
+        except PackageNotFoundError:
+            version = "?"
+    return str(version), "ok"
 
 
 def _base_version(v: str) -> tuple[int, ...]:
     core = v.split("+")[0]
     return tuple(int(x) for x in core.split(".")[:2] if x.isdigit())
+
+
+#: optional libraries -> the probekit extra that installs them (what each enables: pyproject.toml)
+_OPTIONAL = {"soxr": "soxr", "transformers": "hf", "sed_eval": "events", "psds_eval": "events", "jiwer": "asr",
+             "datasets": "datasets", "s3fs": "cloud", "submitit": "cluster"}
 
 
 @app.command("doctor")
@@ -330,34 +344,16 @@ def doctor_cmd(
     import probekit
 
     row("probekit", probekit.__version__, True)
-    row(
-        "python",
-        f"{platform.python_version()} ({sys.executable})",
-        sys.version_info >= (3, 10),
-        "needs >= 3.10",
-    )
+    row("python", f"{platform.python_version()} ({sys.executable})", sys.version_info >= (3, 10), "needs >= 3.10")
     versions = {}
-    for mod in (
-        "torch",
-        "torchaudio",
-        "numpy",
-        "soundfile",
-        "zarr",
-        "numcodecs",
-        "optuna",
-        "sklearn",
-        "safetensors",
-        "soxr",  # optional: the BAT code's resampler (load_audio(resampler="soxr_hq"))
-    ):
+    for mod in ("torch", "torchaudio", "numpy", "soundfile", "zarr", "numcodecs", "optuna", "sklearn", "safetensors"):
         v, status = _version(mod)
         versions[mod] = v
         required = mod in ("torch", "torchaudio", "numpy", "soundfile")
-        row(
-            mod,
-            v,
-            status == "ok" if required else (True if status == "ok" else None),
-            "" if status == "ok" else status,
-        )
+        row(mod, v, status == "ok" if required else (True if status == "ok" else None), "" if status == "ok" else status)
+    for mod, extra in _OPTIONAL.items():  # optional: absent is a note naming the extra that brings it
+        v, status = _version(mod)
+        row(mod, v, True if status == "ok" else None, f"optional: pip install 'probekit[{extra}]'")
     if versions["torch"] != "-" and versions["torchaudio"] != "-":
         match = _base_version(versions["torch"]) == _base_version(versions["torchaudio"])
         row(

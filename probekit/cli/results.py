@@ -234,6 +234,18 @@ def _ranks(nodes: int, gpus: int, slurm, rdzv_endpoint, results_dir, tune: bool,
     return None
 
 
+def _prototypes_key(probe: str) -> str:
+    """The hyperparameter `--prototypes` sets on `probe` (K of cgp/protobin, J per class of proto)."""
+    from probekit.errors import ConfigError
+    from probekit.probes import get_probe_class
+
+    names = get_probe_class(probe).hparam_names()
+    for key in ("prototypes", "prototypes_per_class"):
+        if key in names:
+            return key
+    raise ConfigError(f"--prototypes does not apply to probe {probe!r}", hint="use it with cgp, protobin or proto")
+
+
 @app.command("probe")
 def probe_cmd(
     probe: str = typer.Argument(..., help=f"Probe to train: {', '.join(PROBE_CHOICES)} (or any registered probe)."),
@@ -282,19 +294,13 @@ def probe_cmd(
         return
     progress = progress and not other_rank
     from probekit.api import RunOptions, TokenSpec, TrainOptions, TuneOptions, evaluate, resolve_backbone
-    from probekit.errors import ConfigError
-    from probekit.probes import get_probe_class
     from probekit.results.leaderboard import leaderboard
     from probekit.results.store import load_records
 
     show = output_mode(progress, quiet, json_out)
     hparams, overrides = split_settings(probe, settings)
     if prototypes is not None:
-        names = get_probe_class(probe).hparam_names()
-        key = "prototypes" if "prototypes" in names else "prototypes_per_class" if "prototypes_per_class" in names else None
-        if key is None:
-            raise ConfigError(f"--prototypes does not apply to probe {probe!r}", hint="use it with cgp, protobin or proto")
-        hparams[key] = prototypes
+        hparams[_prototypes_key(probe)] = prototypes
     import warnings
 
     from probekit.cli import err_console

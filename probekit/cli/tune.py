@@ -168,19 +168,10 @@ def tune_cmd(
         raise ConfigError("probekit tune needs PROBE, --backbone and --dataset (or --show STUDY)",
                           hint="e.g. probekit tune cgp --backbone bat --dataset esc50 --trials 50")
     from probekit.probes import get_probe_class
-    from probekit.tune import (
-        TuneOptions,
-        default_study_name,
-        finish,
-        plan_tuning,
-        print_summary,
-        retrain_best,
-        run_search,
-        summarize_study,
-    )
+    from probekit.tune import TuneOptions, default_study_name, finish, plan_tuning, retrain_best, run_search
     from probekit.tune.plan import search_space
     from probekit.tune.space import parse_space_override
-    from probekit.tune.storage import default_storage_url, redact
+    from probekit.tune.storage import default_storage_url
 
     # every option is checked before the tokens are extracted (minutes) and before a study file exists
     options = TuneOptions(
@@ -215,8 +206,17 @@ def tune_cmd(
     url = storage or default_storage_url(name, results_dir)
     the_study = run_search(plan, study_name=name, storage=url, fresh=fresh)
     result = finish(plan, the_study, retrain_best(plan, the_study, test), url)
+    write = lambda say: _write_record(result, bb, dataset, train, test, data_root, results_dir, say=say)  # noqa: E731
+    _report(result, url, name, json_out, to_stdout=to_stdout, quiet=quiet, write_record=write)
+
+
+def _report(result, url: str, name: str, json_out, *, to_stdout: bool, quiet: bool, write_record) -> None:
+    """What `tune` prints and writes once the study is done: the JSON on stdout, or the summary, then the record."""
+    from probekit.tune import print_summary, summarize_study
+    from probekit.tune.storage import redact
+
     if to_stdout:
-        _write_record(result, bb, dataset, train, test, data_root, results_dir, say=False)
+        write_record(False)
         console.print(json.dumps(result.to_dict(), indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
         return
     if quiet:
@@ -227,7 +227,7 @@ def tune_cmd(
         _write_json(result, json_out, say=not quiet)
     if url.startswith("sqlite") and not quiet:
         console.print(f"[dim]browse: optuna-dashboard {redact(url, url)}[/]", soft_wrap=True)
-    _write_record(result, bb, dataset, train, test, data_root, results_dir, say=not quiet)
+    write_record(not quiet)
 
 
 def _launch_workers(workers: int | None, slurm: list[str] | None) -> None:
