@@ -485,6 +485,9 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
         warnings.warn(msg, UserWarning, stacklevel=3)
     train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
     val = prepared[val_split].tokens if val_split else None
+    from probekit.train.metrics import attach_score_metrics
+
+    attach_score_metrics(spec, train, test, val)  # HEAR's d_prime/aucroc/chroma where the dataset asks
     cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
     from probekit.train.sampling import crop_warning, record_sampling
 
