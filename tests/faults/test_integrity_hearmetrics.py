@@ -52,3 +52,19 @@ def test_unknown_requested_metric_is_a_probe_error():
 
     with pytest.raises(ProbeError, match="chroma_accuracy"):
         compute_metrics(np.eye(3), np.eye(3), True, ("chroma_accuracy",))
+
+
+def test_undefined_headline_is_one_line(folds, tmp_path, capsys):
+    # a d_prime task whose test fold misses a class: HEAR gets NaN; probekit says why instead of a schema error
+    from probekit.cli import main
+
+    task = _with(folds, tmp_path, evaluation=["d_prime", "top1_acc"])
+    f = json.loads((task / "fold00.json").read_text())
+    f.pop(next(iter(f)))
+    (task / "fold00.json").write_text(json.dumps(f))
+    capsys.readouterr()
+    rc = main(["probe", "linear", "-b", "bat-tiny", "-d", f"hear:{task}", "--layers", "last", "--set", "steps=4",
+               "--set", "batch_size=8", "--results-dir", str(tmp_path / "r"), "--yes", "--cache-dir",
+               str(tmp_path / "c"), "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "d_prime is undefined on the test split" in err and "Traceback" not in err

@@ -102,3 +102,14 @@ def test_hear_task_probe_reports_its_metrics(tasks, tmp_path, capsys, task, metr
     else:
         assert 0.0 <= got["aucroc"] <= 100.0
         assert got["d_prime"] == pytest.approx(math.sqrt(2) * norm.ppf(got["aucroc"] / 100), abs=1.5)
+
+
+def test_nsynth_pitch_declares_chroma_beside_pitch_accuracy():
+    from probekit.datasets.nsynth import SPEC_FAMILY, SPEC_PITCH
+
+    assert SPEC_PITCH.metric == "accuracy" and SPEC_PITCH.score_metrics == ("accuracy", "chroma_accuracy")
+    assert SPEC_FAMILY.score_metrics == ()
+    # the class index is the MIDI pitch - 21: index mod 12 compares pitch classes exactly as MIDI mod 12 would
+    idx = np.arange(88)
+    pitch = np.array([int(c) for c in SPEC_PITCH.classes])
+    assert np.array_equal((idx[:, None] % 12 == idx[None] % 12), (pitch[:, None] % 12 == pitch[None] % 12))
