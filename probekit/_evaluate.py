@@ -485,6 +485,9 @@ def evaluate_dataset(bb, ds, probes, o: EvalOptions, seed_list, per_probe, env, 
         warnings.warn(msg, UserWarning, stacklevel=3)
     train, test = prepared[train_split].tokens, prepared[test_split_].tokens if test_split_ else None
     val = prepared[val_split].tokens if val_split else None
+    from probekit.train.metrics import attach_score_metrics
+
+    attach_score_metrics(spec, train, test, val)  # HEAR's d_prime/aucroc/chroma where the dataset asks
     cache_key = ",".join(f"{s}:{p.cache_key}" for s, p in prepared.items()) + (" (online)" if online else "")
     from probekit.train.sampling import crop_warning, record_sampling
 
@@ -570,6 +573,10 @@ def _plain_runs(probe_name, train, test, val, proto, hparams, overrides, seeds, 
             raise ConfigError(f"protocol {proto.name!r} produced no test metrics for {probe_name!r}",
                               hint="give a test split, or use a cross-validation protocol")
         run, dropped = _seed_run(res, probe_name, seed)
+        if res.metrics.primary_name in dropped:  # e.g. HEAR's d_prime/aucroc: NaN when a class lacks positives
+            raise ConfigError(f"{res.metrics.primary_name} is undefined on the test split (a class has no positive "
+                              f"or no negative clip there; HEAR reports NaN)",
+                              hint="score on a split where every class occurs, or choose another test fold")
         tuned = val_threshold_f1(res, train, test, val, proto, seed)
         if tuned is not None:  # F1 at a threshold chosen on validation data, never on test
             metrics, f1_per_class, extras = tuned

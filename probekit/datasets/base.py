@@ -93,6 +93,8 @@ class DatasetSpec:
     declared_classes: int | None = None  # class count of the official release when `classes` is read from disk
     split_note: str = ""  # the official split/fold protocol in one line (what `splits`/`folds` stand for)
     task: str = "classification"  # or "asr"
+    # metrics evaluation computes beyond the defaults (EvalResult keys, first = headline; probekit.train.metrics)
+    score_metrics: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

@@ -17,9 +17,11 @@ Layout read (nothing else):
 Scene tasks load as clip datasets. trainvaltest -> splits train/valid/test. k-fold -> splits `all` (every
 clip, `Clip.fold` = HEAR fold index + 1, for cross-validating protocols) and train/valid/test of one fold
 as HEAR's evaluation kit forms them: test = fold `test_fold` (option, 1-based, default 1), valid = the next
-fold (cyclic), train = the rest. HEAR's primary metric maps to probekit's: top1_acc and pitch_acc ->
-accuracy, mAP -> mAP; others (d_prime, aucroc, chroma_acc) are not computed by probekit: the spec names
-accuracy (multiclass) or mAP (multilabel) and `dataset.warnings` says so.
+fold (cyclic), train = the rest. HEAR's scene scores map to probekit's metrics (probekit.train.metrics):
+top1_acc and pitch_acc -> accuracy, mAP -> mAP, d_prime -> d_prime, aucroc -> aucroc (percent),
+chroma_acc -> chroma_accuracy; the first of `evaluation` is the headline (`spec.metric`, the record's
+metric) and every listed score is computed (`spec.score_metrics`). A score probekit does not know (or one
+that does not fit the prediction type) is a one-line error naming task_metadata.json.
 
 Event tasks load as `probekit.datasets.events.EventDataset` (annotations in seconds): the frame-wise heads
 train on them (`probekit.train.events`, scored with HEAR's event metrics); clip-level probes refuse them.
@@ -45,7 +47,10 @@ RATES = (16000, 22050, 32000, 44100, 48000)
 TARGET_RATE = 16000
 KFOLD_MODES = ("new_split_kfold", "presplit_kfold", "folds", "stratified_kfold")
 #: HEAR score name -> probekit metric (EvalResult key); absent: not computed by probekit.
-METRICS = {"top1_acc": "accuracy", "pitch_acc": "accuracy", "mAP": "mAP"}
+METRICS = {"top1_acc": "accuracy", "pitch_acc": "accuracy", "mAP": "mAP", "d_prime": "d_prime",
+           "aucroc": "aucroc", "chroma_acc": "chroma_accuracy"}
+#: scores that need one label per clip (argmax against the target class)
+MULTICLASS_ONLY = ("top1_acc", "pitch_acc", "chroma_acc")
 LAYOUT = ("a hear-preprocess task folder: task_metadata.json, labelvocabulary.csv, {split}.json and "
           "{sample_rate}/{split}/ audio")  # fmt: skip
 CITATION = ("J. Turian et al., HEAR: Holistic Evaluation of Audio Representations, "
@@ -135,17 +140,28 @@ def audio_rate(root: Path, sample_rate: int | None = None) -> int:
     return above[0] if above else have[-1]
 
 
-def _metric(meta: dict, multilabel: bool) -> tuple[str, list[str]]:
+def score_metrics(meta: dict, root: Path | None = None) -> tuple[str, ...]:
+    """probekit metric keys of a scene task's `evaluation` list (order kept, duplicates dropped)."""
+    evaluation = meta.get("evaluation") or []
+    multilabel = meta["prediction_type"] == "multilabel"
+    out: list[str] = []
+    where = f"{root / 'task_metadata.json'}" if root is not None else "task_metadata.json"
+    for name in evaluation:
+        if name not in METRICS or (multilabel and name in MULTICLASS_ONLY):
+            known = [k for k in METRICS if not (multilabel and k in MULTICLASS_ONLY)]
+            raise DatasetError(f"{where}: evaluation metric {name!r} is not a HEAR scene score for "
+                               f"{meta['prediction_type']} tasks", hint=f"use one of {', '.join(known)}")
+        if METRICS[name] not in out:
+            out.append(METRICS[name])
+    return tuple(out)
+
+
+def _metric(meta: dict, multilabel: bool, root: Path | None = None) -> tuple[str, list[str]]:
     evaluation = meta.get("evaluation") or []
     if meta["embedding_type"] == "event":  # scored by the frame-wise heads with HEAR's metrics
         return (evaluation[0] if evaluation else "event_onset_200ms_fms"), []
-    fallback = "mAP" if multilabel else "accuracy"
-    if not evaluation:
-        return fallback, []
-    primary = evaluation[0]
-    if primary in METRICS:
-        return METRICS[primary], []
-    return fallback, [f"HEAR's primary metric {primary!r} is not computed by probekit; reporting {fallback}"]
+    wanted = score_metrics(meta, root)
+    return (wanted[0] if wanted else ("mAP" if multilabel else "accuracy")), []
 
 
 def _spec(
@@ -165,6 +181,7 @@ def _spec(
         folds=meta["nfolds"] if meta["split_mode"] in KFOLD_MODES else None,
         protocol="default",
         metric=metric,
+        score_metrics=() if meta["embedding_type"] == "event" else score_metrics(meta, root),
         license=str(meta.get("license", "")),
         citation=CITATION,
         description=f"HEAR task {meta['task_name']!r}: {kind}; HEAR metrics {meta.get('evaluation', [])}",
@@ -188,7 +205,7 @@ def get_spec(root: Path) -> DatasetSpec:
     meta = read_metadata(root)
     classes = read_vocabulary(root)
     return _spec(
-        root, meta, classes, _probekit_splits(meta), _metric(meta, meta["prediction_type"] == "multilabel")[0]
+        root, meta, classes, _probekit_splits(meta), _metric(meta, meta["prediction_type"] == "multilabel", root)[0]
     )
 
 
@@ -203,7 +220,7 @@ def open_dataset(root: Path, *, test_fold: int = 1, sample_rate: int | None = No
     index = {c: i for i, c in enumerate(classes)}
     rate = audio_rate(root, sample_rate)
     multilabel = meta["prediction_type"] == "multilabel"
-    metric, warnings = _metric(meta, multilabel)
+    metric, warnings = _metric(meta, multilabel, root)
     splits = _probekit_splits(meta)
     spec = _spec(root, meta, classes, splits, metric)
     event = meta["embedding_type"] == "event"

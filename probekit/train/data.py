@@ -33,6 +33,7 @@ class ConcatTokens:
         self.embed_dim = first.embed_dim
         self.num_classes = first.num_classes
         self.multilabel = first.multilabel
+        self.score_metrics = getattr(first, "score_metrics", ())  # the dataset's requested metrics (HEAR)
         self.grid = tuple(max(p.grid[i] for p in parts) for i in range(2))
         tasks = [getattr(p, "event_task", None) for p in parts]
         if any(t is not None for t in tasks):  # event tasks (FrameTokens): keep the frame targets' scoring

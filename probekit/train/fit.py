@@ -36,7 +36,7 @@ from probekit.train.events import SELECTION_METRIC as EVENT_SELECTION_METRIC
 from probekit.train.events import check_fit, is_event_result
 from probekit.train.events import selection_value as event_selection_value
 from probekit.train.losses import LOSSES, check_task_data, make_loss, task_loss
-from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores
+from probekit.train.metrics import EvalResult, at_least_as_good, evaluate_scores, score_metrics_of
 from probekit.train.sampling import SAMPLERS, epoch_order, epoch_size, sample_weights
 from probekit.train.schedule import warmup_cosine
 
@@ -383,7 +383,8 @@ class _Evaluator:
             scores = run_predict(probe, self.data, self.indices, batch_size=cfg.eval_batch_size,
                                  device=self.device, amp=cfg.amp)
             labels = self.data.labels if self.indices is None else self.data.labels[self.indices]
-            metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names())
+            metrics = evaluate_scores(scores, labels, self.data.multilabel, probe.head_names(),
+                                      score_metrics=score_metrics_of(self.data))
         value = _selection_value(metrics)
         state.last_metrics = metrics
         if cfg.selection == "best_val" and (state.best_score is None or at_least_as_good(metrics, value,

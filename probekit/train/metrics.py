@@ -4,6 +4,14 @@ Multi-label: macro mAP with scikit-learn semantics (a class without positives ge
 exactly as `average_precision_score(average="macro")` in BAT's evaluator), cmAP5 (mean AP over classes
 with >= 5 positives, bioacoustics), micro/macro F1 at threshold 0.5 (scores rounded, zero_division=0).
 Multi-class: accuracy (argmax), macro mAP of the one-hot labels against the scores, micro/macro F1 of argmax.
+
+HEAR's other scene scores (hear-eval-kit heareval/score.py), computed only when a dataset asks for them
+(`DatasetSpec.score_metrics`, e.g. a HEAR task's `evaluation` list), on the one-hot/multi-hot targets:
+`aucroc` (percent): macro ROC AUC (roc_auc_score(average="macro")); `d_prime` (unitless, not percent):
+mean over classes of sqrt(2) * Phi^-1(per-class AUC); `chroma_accuracy` (percent): argmax class index and
+target class index compared mod 12 (octave errors forgiven; the class index is the pitch up to an offset in
+HEAR's vocabulary of consecutive MIDI pitches). As HEAR, aucroc and d_prime are NaN when any class has no
+positive or no negative example (sklearn's ValueError), and a class with AUC 1 gives d_prime inf.
 """
 
 from __future__ import annotations
@@ -35,13 +43,74 @@ def _per_class_ap(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return ap
 
 
-def compute_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict[str, Any]:
+#: HEAR's scene scores probekit computes on request: EvalResult key -> function (targets (n, C) 0/1, scores).
+HEAR_EXTRA = ("aucroc", "d_prime", "chroma_accuracy")
+
+
+def aucroc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """HEAR's `aucroc`: macro ROC AUC (a fraction); NaN when sklearn refuses (a class with one value only)."""
+    from sklearn.metrics import roc_auc_score
+
+    if not _roc_defined(targets):
+        return float("nan")
+    try:
+        return float(roc_auc_score(targets, scores, average="macro"))
+    except ValueError:
+        return float("nan")
+
+
+def d_prime(targets: np.ndarray, scores: np.ndarray) -> float:
+    """HEAR's `d_prime`: per-class AUC -> sqrt(2) * norm.ppf(AUC), averaged over classes (NaN as aucroc)."""
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    if not _roc_defined(targets):
+        return float("nan")
+    try:
+        auc = np.asarray(roc_auc_score(targets, scores, average=None), dtype=np.float64)
+    except ValueError:
+        return float("nan")
+    with np.errstate(divide="ignore"):  # AUC 1 -> inf, as scipy (and HEAR) give it
+        return float(np.mean(norm.ppf(auc) * np.sqrt(2.0)))
+
+
+def chroma_accuracy(targets: np.ndarray, scores: np.ndarray) -> float:
+    """HEAR's `chroma_acc` (a fraction): argmax of scores vs argmax of targets, compared mod 12."""
+    t = np.asarray(targets).argmax(1)
+    p = np.asarray(scores).argmax(1)
+    return float(np.mean(p % 12 == t % 12))
+
+
+def _roc_defined(targets: np.ndarray) -> bool:
+    """Every class has a positive and a negative (else HEAR's roc_auc_score call fails -> NaN); checked
+    here so sklearn's per-class "only one class present" warnings do not flood small evaluations."""
+    t = np.asarray(targets)
+    pos = (t > 0).sum(0)
+    return t.ndim == 2 and len(t) > 0 and bool(np.all((pos > 0) & (pos < len(t))))
+
+
+_EXTRA_FNS = {"aucroc": (aucroc, 100.0), "d_prime": (d_prime, 1.0), "chroma_accuracy": (chroma_accuracy, 100.0)}
+
+
+def _check_requested(score_metrics: tuple[str, ...], multilabel: bool) -> None:
+    known = ("mAP", "accuracy", *HEAR_EXTRA) if not multilabel else ("mAP", "aucroc", "d_prime")
+    bad = [m for m in score_metrics if m not in known]
+    if bad:
+        raise ProbeError(f"metric {bad[0]!r} is not computed for {'multi-label' if multilabel else 'multi-class'} "
+                         f"data", hint=f"known: {', '.join(known)}")
+
+
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool,
+                    score_metrics: tuple[str, ...] = ()) -> dict[str, Any]:
     """Metrics of scores (n, C) (probabilities: sigmoid or softmax) against labels.
 
     Args:
         scores: (n, C) float.
         labels: (n, C) multi-hot when multilabel, else (n,) integer class indices.
         multilabel: which family of metrics.
+        score_metrics: metrics the dataset asks for (EvalResult keys, first = the headline), e.g. a HEAR
+            task's ("d_prime", "aucroc", "mAP"); the HEAR_EXTRA among them are added, and the first becomes
+            "primary". Empty: the default headline (mAP / accuracy) and no extra metric.
 
     Returns:
         dict with "mAP", "f1_macro", "f1_micro", plus "cmAP5" (multi-label) or "accuracy" (multi-class),
@@ -85,6 +154,13 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool) ->
     else:
         out["accuracy"] = float((s.argmax(1) == yi).mean() * 100)
         out["primary"] = "accuracy"
+    if score_metrics:
+        _check_requested(tuple(score_metrics), multilabel)
+        for name in score_metrics:
+            if name in _EXTRA_FNS:
+                fn, scale = _EXTRA_FNS[name]
+                out[name] = fn(yb, s) * scale
+        out["primary"] = score_metrics[0]
     out["per_class"] = {
         "ap": (ap * 100).tolist(),
         "f1": (np.asarray(f1_per) * 100).tolist(),
@@ -186,15 +262,15 @@ class EvalResult(Mapping):
 
 
 def evaluate_scores(scores: np.ndarray, labels: np.ndarray, multilabel: bool,
-                    head_names: list[str] | None = None) -> EvalResult:
+                    head_names: list[str] | None = None, score_metrics: tuple[str, ...] = ()) -> EvalResult:
     """`compute_metrics` as an EvalResult, extended to multi-head scores (n, H, C): then `heads` holds
     each head's result under `head_names` (default "head1".."headH") and the top level the last head's."""
     if scores.ndim == 2:
-        return EvalResult.from_metrics(compute_metrics(scores, labels, multilabel))
+        return EvalResult.from_metrics(compute_metrics(scores, labels, multilabel, score_metrics))
     names = list(head_names) if head_names is not None else [f"head{h + 1}" for h in range(scores.shape[1])]
     if len(names) != scores.shape[1]:
         raise ProbeError(f"{scores.shape[1]} heads scored but {len(names)} head names given")
-    heads = {n: EvalResult.from_metrics(compute_metrics(scores[:, h], labels, multilabel))
+    heads = {n: EvalResult.from_metrics(compute_metrics(scores[:, h], labels, multilabel, score_metrics))
              for h, n in enumerate(names)}
     last = heads[names[-1]]
     return replace(last, heads=heads)
@@ -207,3 +283,22 @@ LOWER_IS_BETTER = frozenset({"WER", "CER"})
 def at_least_as_good(metrics: EvalResult, new: float, old: float) -> bool:
     """`new >= old` for the headline metric of `metrics`, `new <= old` for an error rate (WER)."""
     return new <= old if metrics.primary_name in LOWER_IS_BETTER else new >= old
+
+
+def score_metrics_of(data: Any) -> tuple[str, ...]:
+    """The metrics a token source's dataset asks for (`DatasetSpec.score_metrics`, attached by
+    `attach_score_metrics`); () for everything else (default metrics, unchanged)."""
+    return tuple(getattr(data, "score_metrics", ()) or ())
+
+
+def attach_score_metrics(spec: Any, *sources: Any) -> None:
+    """Mark token sources with their dataset's requested metrics so evaluation computes them."""
+    wanted = tuple(getattr(spec, "score_metrics", ()) or ())
+    if not wanted:
+        return
+    for src in sources:
+        if src is not None:
+            try:
+                src.score_metrics = wanted
+            except AttributeError:  # a read-only source: default metrics (no crash)
+                pass

@@ -28,7 +28,7 @@ from probekit.tokens import TokenData
 from probekit.train.data import ConcatTokens, holdout_split
 from probekit.train.fit import FitResult, TrainConfig, fit, predict
 from probekit.train.losses import check_task_data
-from probekit.train.metrics import EvalResult, evaluate_scores
+from probekit.train.metrics import EvalResult, evaluate_scores, score_metrics_of
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def _test_result(res: FitResult, data: TokenData, indices, how: str, *, batch_si
         psds = getattr(res.probe, "psds", True)  # PSDS1/PSDS2 on test only (never while validating)
         return task.evaluate(scores, indices, res.probe, psds=psds), scores
     labels = data.labels if indices is None else data.labels[indices]
-    m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names())
+    m = evaluate_scores(scores, labels, data.multilabel, res.probe.head_names(), score_metrics=score_metrics_of(data))
     head = _choose_head(res.val_metrics)
     return (m if head is None else m.select_head(head, how)), scores
 

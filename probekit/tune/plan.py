@@ -231,6 +231,11 @@ def selection_metric(protocol: Any, train: TokenData, probe_name: str) -> str:
         from probekit.train.events import PRIMARY
 
         return PRIMARY
+    from probekit.train.metrics import score_metrics_of
+
+    wanted = score_metrics_of(train)  # a HEAR task's headline (d_prime, aucroc, ...): what val_score holds
+    if wanted:
+        return wanted[0]
     return "mAP" if train.multilabel else "accuracy"
 
 
