@@ -13,7 +13,7 @@ import uuid
 
 import optuna
 import pytest
-from conftest import start_worker, wait_for
+from tests.tune.conftest import start_worker, wait_for  # by package path: another folder's conftest may hold the name
 from optuna.trial import TrialState
 
 from probekit.tune.runner import count_trials
