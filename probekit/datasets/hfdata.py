@@ -253,19 +253,7 @@ def resolve_schema(name: str, features, *, audio_column: str | None = None, labe
     cols = list(features)
     at = f" (split {where!r})" if where else ""
     kinds = {c: _feature_kind(features[c]) for c in cols}
-    if audio_column is None:
-        audio = [c for c in cols if kinds[c] == "audio"]
-        if len(audio) != 1:
-            raise DatasetError(f"{name}{at}: {'no' if not audio else len(audio)} Audio column(s) among {cols}",
-                               hint="name it: audio_column=COLUMN")  # fmt: skip
-        audio_column = audio[0]
-    elif audio_column not in features:
-        raise DatasetError(f"{name}{at}: no column {audio_column!r} (audio_column)", hint=f"columns: {cols}")
-    if kinds[audio_column] not in ("audio", "path"):
-        raise DatasetError(f"{name}{at}: column {audio_column!r} is {_describe(features[audio_column])}, "
-                           "not Audio or a string path",
-                           hint="pick the audio column with audio_column=, or cast it: "
-                                "ds.cast_column(COL, datasets.Audio())")  # fmt: skip
+    audio_column, audio_is_path = _audio_column(name, features, audio_column, where)
     if label_column is None:
         named = [c for c in ("label", "labels") if c in features and kinds[c] in ("label", "labels")]
         found = named or [c for c in cols if kinds[c] in ("label", "labels")]
@@ -288,7 +276,7 @@ def resolve_schema(name: str, features, *, audio_column: str | None = None, labe
         raise DatasetError(f"{name}{at}: label column {label_column!r} has no class names",
                            hint="cast it to datasets.ClassLabel(names=[...])")  # fmt: skip
     ml = (kind == "labels") if multilabel is None else bool(multilabel)
-    return Schema(audio_column, label_column, ml, names, kinds[audio_column] == "path")
+    return Schema(audio_column, label_column, ml, names, audio_is_path)
 
 
 # ---- rows -> clips ----------------------------------------------------------------------------------------
@@ -603,7 +591,9 @@ def _audio_column(name: str, features, audio_column: str | None, where: str) -> 
         raise DatasetError(f"{name}{at}: no column {audio_column!r} (audio_column)", hint=f"columns: {cols}")
     if kinds[audio_column] not in ("audio", "path"):
         raise DatasetError(f"{name}{at}: column {audio_column!r} is {_describe(features[audio_column])}, "
-                           "not Audio or a string path", hint="pick the audio column with audio_column=")
+                           "not Audio or a string path",
+                           hint="pick the audio column with audio_column=, or cast it: "
+                                "ds.cast_column(COL, datasets.Audio())")  # fmt: skip
     return audio_column, kinds[audio_column] == "path"
 
 
